@@ -1,0 +1,27 @@
+# The two quick-start commands: `make demo` and `make test`. Each builds .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test venv clean
+
+demo: $(STAMP)
+	$(PY) -m lib_pinning demo --out runs/demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+venv: $(STAMP)
+
+# torch/torchvision are pinned as a pair (PyPI's torchvision does not import beside the CPU-only torch file);
+# setuptools<81 because k-diffusion's clip-anytorch imports pkg_resources.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip 'setuptools>=77,<81' wheel
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q --no-build-isolation -e '.[test]'
+	touch $@
+
+clean:
+	rm -rf runs .pytest_cache

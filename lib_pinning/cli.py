@@ -1,0 +1,180 @@
+"""`python -m lib_pinning demo|pin`: pinning jobs on the embedded model, from the shell or from Python.
+
+`pin(...)` and `demo(...)` are the Python entry points; the argparse commands map one flag to each argument.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from .embedded import EmbeddedModel, EmbeddedRenderer
+from .engine import PinningJob, RunResult, prepare_run_dir, run_pinning
+from .genome import GRANULARITIES, PromptError, build_genome
+from .objective import LOSS_MODES, Objective, TargetError, load_targets
+from .samplers import SAMPLERS, SCHEDULES
+from .search import WEIGHT_SCHEMES, SearchOptions
+
+DEMO_PROMPT = "a quiet painting of round shapes, warm colours, soft light, simple"
+DEMO_NEGATIVE = "noise, stripes"
+
+
+class UsageError(ValueError):
+    """Bad input found before any rendering; reported as one line."""
+
+
+def _device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for but no CUDA device is available")
+    return torch.device(name)
+
+
+def pin(prompt: str, negative_prompt: str = "", *, out: str | Path | None = None,
+        targets: Sequence[str | Path] = (), batch: int = 8, steps: int = 10, sampler: str = "DPM++ 2M",
+        schedule: str = "Karras", cfg_scale: float = 1.5, seed: int = 0, loss_mode: str = "pairwise",
+        granularity: str = "word", search: SearchOptions | None = None, prototypes: int = 16,
+        size: int = 64, model_seed: int = 0, device: str = "cpu", progress: bool = True,
+        target_images: torch.Tensor | None = None) -> RunResult:
+    """Pin `prompt` on the embedded model. Every input is checked before anything is rendered or written."""
+    if batch < 2:
+        raise UsageError(f"batch size must be at least 2 (the loss compares images), got {batch}")
+    if steps < 1:
+        raise UsageError(f"steps must be at least 1, got {steps}")
+    torch_device = _device(device)
+    genome = build_genome(prompt, negative_prompt, granularity)
+    search = search or SearchOptions(cma_seed=seed)
+    search.resolved(len(genome))  # validates the options now, not after the first render
+    model = EmbeddedModel(count=prototypes, size=size, seed=model_seed, device=torch_device)
+    renderer = EmbeddedRenderer(model, [seed + i for i in range(batch)], steps=steps, sampler=sampler,
+                                schedule=schedule, cfg_scale=cfg_scale)
+    loaded = target_images
+    if targets:
+        loaded, notices = load_targets(list(targets), (size, size))
+        for notice in notices:
+            print(f"notice: {notice}", file=sys.stderr)
+    objective = Objective(loaded.to(torch_device) if loaded is not None else None, loss_mode)
+    if genome.frozen:
+        print(f"notice: passed through unchanged: {', '.join(genome.frozen)}", file=sys.stderr)
+    run_dir = Path(out) if out is not None else None
+    if run_dir is not None:
+        prepare_run_dir(run_dir)
+    record = {"prompt": prompt, "negative_prompt": negative_prompt, "targets": [str(t) for t in targets],
+              "batch_size": batch, "steps": steps, "sampler": sampler, "schedule": schedule,
+              "cfg_scale": cfg_scale, "seed": seed, "granularity": granularity, "model": "embedded",
+              "prototypes": prototypes, "size": size, "model_seed": model_seed, "device": str(torch_device)}
+    job = PinningJob(genome, renderer, objective, search, run_dir, record, progress=progress)
+    return run_pinning(job)
+
+
+def demo_target(model: EmbeddedModel, prompt: str, rank: int = 2) -> int:
+    """A prototype of moderate prior under `prompt` (the `rank`-th most likely): reachable, but not given."""
+    return int(model.log_prior(prompt).argsort(descending=True)[rank])
+
+
+def demo(out: str | Path, generations: int | None = None, seed: int = 0, device: str = "cpu",
+         progress: bool = True) -> RunResult:
+    """Pin a deliberately off prompt to one of the embedded model's own prototypes."""
+    model = EmbeddedModel(device=_device(device))
+    target = model.prototypes[demo_target(model, DEMO_PROMPT)][None]
+    search = SearchOptions(cma_seed=seed, generations=generations)
+    return pin(DEMO_PROMPT, DEMO_NEGATIVE, out=out, seed=seed, search=search, device=device,
+               progress=progress, target_images=target.cpu())
+
+
+def _search_options(args: argparse.Namespace) -> SearchOptions:
+    fields = {f.name for f in dataclasses.fields(SearchOptions)}
+    values = {name: getattr(args, name) for name in fields if getattr(args, name, None) is not None}
+    values.setdefault("cma_seed", args.seed)
+    values["log"] = not args.quiet
+    return SearchOptions(**values)
+
+
+def _add_search_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("CMA-ES (defaults: the original extension's formulas)")
+    group.add_argument("--cma-seed", dest="cma_seed", type=int, help="seed of the CMA sampling (default: --seed)")
+    group.add_argument("--generations", type=int, help="number of generations (default 16*floor(ln N), >= 16)")
+    group.add_argument("--sigma", type=float, help="initial population standard deviation (0.05)")
+    group.add_argument("--init-radius", dest="init_radius", type=float,
+                       help="initial centroid drawn uniformly within +-radius of the prompt (0.25)")
+    group.add_argument("--lambda", dest="lambda_", type=int, help="children per generation (4 + 3 ln N)")
+    group.add_argument("--mu", type=int, help="parents kept per generation (lambda / 2)")
+    group.add_argument("--weights", choices=WEIGHT_SCHEMES, help="recombination weights (superlinear)")
+    for name in ("cs", "damps", "ccum", "ccov1", "ccovmu"):
+        group.add_argument(f"--{name}", type=float, help=f"CMA-ES {name} (DEAP's formula)")
+    group.add_argument("--size-limit", dest="size_limit", type=float,
+                       help="> 0: multi-objective CMA-ES keeping genes within this distance of the prompt (0)")
+    group.add_argument("--size-limit-error", dest="size_limit_error", type=float, help="tolerance (limit/100)")
+    group.add_argument("--size-limit-weight", dest="size_limit_weight", type=float, help="penalty (limit*10)")
+    group.add_argument("--quiet", action="store_true", help="do not print the CMA logbook")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m lib_pinning", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo_parser = commands.add_parser("demo", help="pin the embedded model to one of its own prototypes")
+    demo_parser.add_argument("--out", required=True, help="run folder to write")
+    demo_parser.add_argument("--generations", type=int, help="number of generations")
+    demo_parser.add_argument("--seed", type=int, default=0, help="image seed and CMA seed (0)")
+    demo_parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+
+    pin_parser = commands.add_parser("pin", help="pin a prompt on the embedded model")
+    pin_parser.add_argument("--prompt", required=True)
+    pin_parser.add_argument("--negative", default="", help="negative prompt")
+    pin_parser.add_argument("--target", action="append", default=[], help="target image (repeatable); "
+                            "none: the unperturbed prompt's first batch is the target")
+    pin_parser.add_argument("--out", required=True, help="run folder to write")
+    pin_parser.add_argument("--batch", type=int, default=8, help="images per individual (8)")
+    pin_parser.add_argument("--steps", type=int, default=10, help="sampling steps (10)")
+    pin_parser.add_argument("--sampler", choices=list(SAMPLERS), default="DPM++ 2M")
+    pin_parser.add_argument("--schedule", choices=SCHEDULES, default="Karras")
+    pin_parser.add_argument("--cfg-scale", dest="cfg_scale", type=float, default=1.5)
+    pin_parser.add_argument("--seed", type=int, default=0, help="first image seed; image i uses seed+i (0)")
+    pin_parser.add_argument("--loss", dest="loss_mode", choices=LOSS_MODES, default="pairwise")
+    pin_parser.add_argument("--granularity", choices=GRANULARITIES, default="word",
+                            help="one gene per word or per comma-separated tag (word)")
+    pin_parser.add_argument("--prototypes", type=int, default=16, help="embedded model: prototype count (16)")
+    pin_parser.add_argument("--size", type=int, default=64, help="embedded model: image size (64)")
+    pin_parser.add_argument("--model-seed", dest="model_seed", type=int, default=0)
+    pin_parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    _add_search_flags(pin_parser)
+    return parser
+
+
+def _summary(result: RunResult) -> str:
+    record = result.record
+    lines = [f"status: {record['status']}" + (f" ({record['message']})" if "message" in record else "")]
+    if record.get("baseline"):
+        lines.append(f"baseline loss: {record['baseline']['loss']:.4f}")
+    if record.get("best"):
+        best = record["best"]
+        lines.append(f"best loss: {best['loss']:.4f} (generation {best['generation']})")
+        lines.append(f"pinned prompt: {best['prompt']}")
+        if best["negative_prompt"]:
+            lines.append(f"pinned negative prompt: {best['negative_prompt']}")
+    if result.run_dir is not None:
+        lines.append(f"run folder: {result.run_dir}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            result = demo(args.out, args.generations, args.seed, args.device)
+        else:
+            result = pin(args.prompt, args.negative, out=args.out, targets=args.target, batch=args.batch,
+                         steps=args.steps, sampler=args.sampler, schedule=args.schedule, cfg_scale=args.cfg_scale,
+                         seed=args.seed, loss_mode=args.loss_mode, granularity=args.granularity,
+                         search=_search_options(args), prototypes=args.prototypes, size=args.size,
+                         model_seed=args.model_seed, device=args.device)
+    except (UsageError, PromptError, TargetError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(_summary(result))
+    return {"done": 0, "interrupted": 130}.get(result.status, 1)

@@ -1,0 +1,186 @@
+"""The embedded model: a real diffusion model whose optimal denoiser is known in closed form.
+
+Data are K procedural prototype images mu_k, each the centre of an isotropic Gaussian of spread s. A toy text
+encoder turns a prompt into a prior over prototypes; the denoiser is the exact posterior mean E[x0 | x, sigma],
+so k-diffusion's own samplers sample the mixture correctly and pinning behaves as on Stable Diffusion: word
+weights move prior mass, seeds pick prototypes, a pinned prompt sends every seed to the target's prototype.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from .genome import parse_attention, split_words
+from .noise import SeededNoise
+from .samplers import sample, sampler_spec, sigmas
+
+# Noise range of the sampler schedule. sigma_max is large against the prototypes' norm so that x_T ~ N(0,
+# sigma_max^2 I) is close to the true noised mixture, as it must be for the sampler to reproduce the prior.
+SIGMA_MIN = 0.01
+SIGMA_MAX = 80.0
+EXTRA_NETWORK = re.compile(r"<[^<>]*>")  # <lora:…>, <hypernet:…>: stripped before encoding, as A1111 does
+
+
+def make_prototypes(count: int = 16, size: int = 64, seed: int = 0) -> torch.Tensor:
+    """`count` deterministic RGB images in [0, 1], shape (count, 3, size, size): a colour gradient with shapes."""
+    if count < 1 or size < 1:
+        raise ValueError("prototype count and size must be positive")
+    coords = (np.arange(size) + 0.5) / size
+    yy, xx = np.meshgrid(coords, coords, indexing="ij")
+    images = []
+    for k in range(count):
+        rng = np.random.default_rng([seed, k])
+        angle = rng.uniform(0, 2 * np.pi)
+        ramp = np.clip(0.5 + (xx - 0.5) * np.cos(angle) + (yy - 0.5) * np.sin(angle), 0, 1)[..., None]
+        start, end = rng.uniform(0, 1, (2, 3))
+        image = start + (end - start) * ramp
+        for _ in range(rng.integers(1, 4)):
+            image[_shape_mask(rng, xx, yy)] = rng.uniform(0, 1, 3)
+        images.append(image)
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().contiguous()
+
+
+def _shape_mask(rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
+    cx, cy = rng.uniform(0.2, 0.8, 2)
+    kind = rng.integers(0, 3)
+    if kind == 0:  # disc
+        return (xx - cx) ** 2 + (yy - cy) ** 2 < rng.uniform(0.1, 0.3) ** 2
+    if kind == 1:  # rectangle
+        half_w, half_h = rng.uniform(0.08, 0.3, 2)
+        return (abs(xx - cx) < half_w) & (abs(yy - cy) < half_h)
+    period, phase = rng.uniform(0.1, 0.3), rng.uniform(0, 1)  # stripes
+    return ((xx * np.cos(cx * 6) + yy * np.sin(cx * 6)) / period + phase) % 1 < 0.5
+
+
+class ToyTextEncoder:
+    """Word -> fixed pseudo-random embedding; a prompt -> the weighted sum of its words' embeddings.
+
+    Weights act exactly as A1111 emphasis acts on conditioning rows (each word's row times its weight), without
+    the chunk-mean renormalisation, which is ill-defined for zero-mean toy embeddings.
+    """
+
+    def __init__(self, dim: int = 32, seed: int = 0):
+        self.dim = dim
+        self.seed = seed
+
+    def word_embedding(self, word: str) -> torch.Tensor:
+        digest = hashlib.sha256(f"{self.seed}:{word.lower()}".encode()).digest()
+        rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+        return torch.from_numpy(rng.standard_normal(self.dim) / np.sqrt(self.dim)).float()
+
+    def weighted_words(self, prompt: str) -> list[tuple[str, float]]:
+        words = []
+        for text, weight in parse_attention(EXTRA_NETWORK.sub(" ", prompt)):
+            if weight < 0:  # BREAK: a chunk boundary, no conditioning of its own
+                continue
+            words.extend((word, weight) for word in split_words(text))
+        return words
+
+    def encode(self, prompt: str) -> torch.Tensor:
+        total = torch.zeros(self.dim)
+        for word, weight in self.weighted_words(prompt):
+            total += weight * self.word_embedding(word)
+        return total
+
+
+class MixtureDenoiser(torch.nn.Module):
+    """Exact posterior-mean denoiser of a Gaussian mixture, in k-diffusion's `model(x, sigma, **extra)` form.
+
+    `cond`/`uncond` are per-row log-priors over the prototypes (B, K); `cond_scale` is classifier-free guidance
+    applied to the denoised outputs, as A1111's CFG denoiser does.
+    """
+
+    def __init__(self, prototypes: torch.Tensor, spread: float):
+        super().__init__()
+        self.register_buffer("means", prototypes.flatten(1))  # (K, d), model space
+        self.register_buffer("half_sq_norms", 0.5 * prototypes.flatten(1).pow(2).sum(1))
+        self.spread = spread
+
+    def posterior_mean(self, x: torch.Tensor, sigma: torch.Tensor, log_prior: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(1)
+        variance = (self.spread ** 2 + sigma.to(x.dtype) ** 2)[:, None]  # (B, 1)
+        # log N(x; mu_k, variance I) up to terms equal for every k (the ||x||^2 term is dropped: it cancels).
+        log_resp = log_prior + (flat @ self.means.T - self.half_sq_norms) / variance
+        responsibilities = torch.softmax(log_resp, dim=1)
+        mean_of_means = responsibilities @ self.means
+        blend = sigma.to(x.dtype)[:, None] ** 2 / variance
+        return ((1 - blend) * flat + blend * mean_of_means).view_as(x)
+
+    def forward(self, x, sigma, cond, uncond=None, cond_scale=1.0):
+        denoised = self.posterior_mean(x, sigma, cond)
+        if uncond is None or cond_scale == 1.0:
+            return denoised
+        unconditional = self.posterior_mean(x, sigma, uncond)
+        return unconditional + cond_scale * (denoised - unconditional)
+
+
+class EmbeddedModel:
+    """Prototypes + toy text encoder + closed-form denoiser. Images are (N, 3, H, W) in [0, 1]."""
+
+    def __init__(self, prototypes: torch.Tensor | None = None, *, count: int = 16, size: int = 64,
+                 spread: float = 0.02, embedding_dim: int = 32, logit_scale: float = 1.0, seed: int = 0,
+                 device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        images = make_prototypes(count, size, seed) if prototypes is None else prototypes.float()
+        self.prototypes = images.to(self.device)
+        self.encoder = ToyTextEncoder(embedding_dim, seed)
+        rng = np.random.default_rng([seed, 1_000_003])
+        self.keys = torch.from_numpy(rng.standard_normal((len(images), embedding_dim))).float().to(self.device)
+        self.logit_scale = logit_scale
+        self.denoiser = MixtureDenoiser(images.to(self.device) * 2 - 1, spread).to(self.device)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.prototypes.shape[1:])
+
+    def log_prior(self, prompt: str) -> torch.Tensor:
+        """log softmax(keys . encode(prompt) / logit_scale): the prompt's prior over prototypes, (K,)."""
+        logits = self.keys @ self.encoder.encode(prompt).to(self.device) / self.logit_scale
+        return torch.log_softmax(logits, dim=0)
+
+    def nearest_prototype(self, images: torch.Tensor) -> torch.Tensor:
+        """Index of the prototype closest to each image (which mixture component a sample came from)."""
+        distances = torch.cdist(images.flatten(1).to(self.device), self.prototypes.flatten(1))
+        return distances.argmin(dim=1)
+
+
+class EmbeddedRenderer:
+    """Renders prompts on the embedded model with fixed seeds: one batch of len(seeds) images per prompt.
+
+    Several prompts go through the sampler as one batch (rows = prompts x seeds); every row's noise comes from
+    its seed alone, so an individual's images do not depend on what it was batched with.
+    """
+
+    def __init__(self, model: EmbeddedModel, seeds: Sequence[int], *, steps: int = 12, sampler: str = "DPM++ 2M",
+                 schedule: str = "Karras", cfg_scale: float = 1.5):
+        if len(seeds) == 0:
+            raise ValueError("at least one seed is needed")
+        self.model = model
+        self.seeds = [int(s) for s in seeds]
+        self.spec = sampler_spec(sampler)
+        self.sigma_schedule = sigmas(steps, SIGMA_MIN, SIGMA_MAX, schedule, device=model.device)
+        self.cfg_scale = cfg_scale
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.seeds)
+
+    def render(self, prompts: Sequence[tuple[str, str]]) -> list[torch.Tensor]:
+        """For each (positive, negative) prompt, its (B, 3, H, W) images in [0, 1]."""
+        if not prompts:
+            return []
+        batch = len(self.seeds)
+        cond = torch.stack([self.model.log_prior(positive) for positive, _ in prompts])
+        uncond = torch.stack([self.model.log_prior(negative) for _, negative in prompts])
+        extra_args = {"cond": cond.repeat_interleave(batch, 0), "uncond": uncond.repeat_interleave(batch, 0),
+                      "cond_scale": self.cfg_scale}
+        noise = SeededNoise(self.seeds * len(prompts), self.model.image_shape, self.model.device)
+        with torch.no_grad():
+            latents = sample(self.spec, self.model.denoiser, noise, self.sigma_schedule, extra_args)
+        images = ((latents + 1) / 2).clamp(0, 1)
+        return list(images.split(batch))
