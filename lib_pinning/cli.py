@@ -1,4 +1,4 @@
-"""`python -m lib_pinning demo|pin`: pinning jobs on the embedded model, from the shell or from Python.
+"""`python -m lib_pinning demo|pin|report`: pinning jobs on the embedded model, and their reports.
 
 `pin(...)` and `demo(...)` are the Python entry points; the argparse commands map one flag to each argument.
 """
@@ -17,6 +17,7 @@ from .embedded import EmbeddedModel, EmbeddedRenderer
 from .engine import PinningJob, RunResult, prepare_run_dir, run_pinning
 from .genome import GRANULARITIES, PromptError, build_genome
 from .objective import LOSS_MODES, Objective, TargetError, load_targets
+from .report import ReportError, rebuild_report
 from .samplers import SAMPLERS, SCHEDULES
 from .search import WEIGHT_SCHEMES, SearchOptions
 
@@ -36,22 +37,24 @@ def _device(name: str) -> torch.device:
 
 def pin(prompt: str, negative_prompt: str = "", *, out: str | Path | None = None,
         targets: Sequence[str | Path] = (), batch: int = 8, steps: int = 10, sampler: str = "DPM++ 2M",
-        schedule: str = "Karras", cfg_scale: float = 1.5, seed: int = 0, loss_mode: str = "pairwise",
+        schedule: str = "Karras", cfg_scale: float = 3.0, seed: int = 0, loss_mode: str = "pairwise",
         granularity: str = "word", search: SearchOptions | None = None, prototypes: int = 16,
         size: int = 64, model_seed: int = 0, device: str = "cpu", progress: bool = True,
-        target_images: torch.Tensor | None = None) -> RunResult:
+        target_images: torch.Tensor | None = None, fork_strength: float = 1.0) -> RunResult:
     """Pin `prompt` on the embedded model. Every input is checked before anything is rendered or written."""
     if batch < 2:
         raise UsageError(f"batch size must be at least 2 (the loss compares images), got {batch}")
     if steps < 1:
         raise UsageError(f"steps must be at least 1, got {steps}")
+    if fork_strength < 0:
+        raise UsageError(f"fork strength must be 0 or more, got {fork_strength}")
     torch_device = _device(device)
     genome = build_genome(prompt, negative_prompt, granularity)
     search = search or SearchOptions(cma_seed=seed)
     search.resolved(len(genome))  # validates the options now, not after the first render
     model = EmbeddedModel(count=prototypes, size=size, seed=model_seed, device=torch_device)
     renderer = EmbeddedRenderer(model, [seed + i for i in range(batch)], steps=steps, sampler=sampler,
-                                schedule=schedule, cfg_scale=cfg_scale)
+                                schedule=schedule, cfg_scale=cfg_scale, fork_strength=fork_strength)
     loaded = target_images
     if targets:
         loaded, notices = load_targets(list(targets), (size, size))
@@ -65,13 +68,14 @@ def pin(prompt: str, negative_prompt: str = "", *, out: str | Path | None = None
         prepare_run_dir(run_dir)
     record = {"prompt": prompt, "negative_prompt": negative_prompt, "targets": [str(t) for t in targets],
               "batch_size": batch, "steps": steps, "sampler": sampler, "schedule": schedule,
-              "cfg_scale": cfg_scale, "seed": seed, "granularity": granularity, "model": "embedded",
-              "prototypes": prototypes, "size": size, "model_seed": model_seed, "device": str(torch_device)}
+              "cfg_scale": cfg_scale, "fork_strength": fork_strength, "seed": seed, "granularity": granularity,
+              "model": "embedded", "prototypes": prototypes, "size": size, "model_seed": model_seed,
+              "device": str(torch_device)}
     job = PinningJob(genome, renderer, objective, search, run_dir, record, progress=progress)
     return run_pinning(job)
 
 
-def demo_target(model: EmbeddedModel, prompt: str, rank: int = 2) -> int:
+def demo_target(model: EmbeddedModel, prompt: str, rank: int = 1) -> int:
     """A prototype of moderate prior under `prompt` (the `rank`-th most likely): reachable, but not given."""
     return int(model.log_prior(prompt).argsort(descending=True)[rank])
 
@@ -133,7 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     pin_parser.add_argument("--steps", type=int, default=10, help="sampling steps (10)")
     pin_parser.add_argument("--sampler", choices=list(SAMPLERS), default="DPM++ 2M")
     pin_parser.add_argument("--schedule", choices=SCHEDULES, default="Karras")
-    pin_parser.add_argument("--cfg-scale", dest="cfg_scale", type=float, default=1.5)
+    pin_parser.add_argument("--cfg-scale", dest="cfg_scale", type=float, default=3.0)
+    pin_parser.add_argument("--fork-strength", dest="fork_strength", type=float, default=1.0,
+                            help="Hyperbatch samplers: noise a fork gives each child, as the eta of one ancestral "
+                                 "step (0: copies; 1: default)")
     pin_parser.add_argument("--seed", type=int, default=0, help="first image seed; image i uses seed+i (0)")
     pin_parser.add_argument("--loss", dest="loss_mode", choices=LOSS_MODES, default="pairwise")
     pin_parser.add_argument("--granularity", choices=GRANULARITIES, default="word",
@@ -143,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     pin_parser.add_argument("--model-seed", dest="model_seed", type=int, default=0)
     pin_parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     _add_search_flags(pin_parser)
+
+    report_parser = commands.add_parser("report", help="rebuild a run folder's report from run.json and its images")
+    report_parser.add_argument("run_dir", metavar="RUN_DIR", help="run folder (holds run.json)")
     return parser
 
 
@@ -162,14 +172,34 @@ def _summary(result: RunResult) -> str:
     return "\n".join(lines)
 
 
+def report(run_dir: str | Path) -> int:
+    """Rebuild every derived file of a run folder, e.g. after a crash; exit status as for the CLI."""
+    try:
+        without_images = rebuild_report(run_dir)
+    except ReportError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"error: could not write the report: {error}", file=sys.stderr)
+        return 1
+    if without_images:
+        print(f"notice: {len(without_images)} individuals have no saved images, so no GIF or thumbnails: "
+              f"{', '.join(without_images)}", file=sys.stderr)
+    print(f"report: {Path(run_dir) / 'index.html'}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "report":
+        return report(args.run_dir)
     try:
         if args.command == "demo":
             result = demo(args.out, args.generations, args.seed, args.device)
         else:
             result = pin(args.prompt, args.negative, out=args.out, targets=args.target, batch=args.batch,
                          steps=args.steps, sampler=args.sampler, schedule=args.schedule, cfg_scale=args.cfg_scale,
+                         fork_strength=args.fork_strength,
                          seed=args.seed, loss_mode=args.loss_mode, granularity=args.granularity,
                          search=_search_options(args), prototypes=args.prototypes, size=args.size,
                          model_seed=args.model_seed, device=args.device)

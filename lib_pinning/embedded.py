@@ -64,7 +64,7 @@ class ToyTextEncoder:
     the chunk-mean renormalisation, which is ill-defined for zero-mean toy embeddings.
     """
 
-    def __init__(self, dim: int = 32, seed: int = 0):
+    def __init__(self, dim: int = 8, seed: int = 0):
         self.dim = dim
         self.seed = seed
 
@@ -76,7 +76,7 @@ class ToyTextEncoder:
     def weighted_words(self, prompt: str) -> list[tuple[str, float]]:
         words = []
         for text, weight in parse_attention(EXTRA_NETWORK.sub(" ", prompt)):
-            if weight < 0:  # BREAK: a chunk boundary, no conditioning of its own
+            if (text, weight) == ("BREAK", -1):  # a chunk boundary, no conditioning of its own
                 continue
             words.extend((word, weight) for word in split_words(text))
         return words
@@ -123,7 +123,7 @@ class EmbeddedModel:
     """Prototypes + toy text encoder + closed-form denoiser. Images are (N, 3, H, W) in [0, 1]."""
 
     def __init__(self, prototypes: torch.Tensor | None = None, *, count: int = 16, size: int = 64,
-                 spread: float = 0.02, embedding_dim: int = 32, logit_scale: float = 1.0, seed: int = 0,
+                 spread: float = 0.02, embedding_dim: int = 8, logit_scale: float = 2.0, seed: int = 0,
                  device: torch.device | str = "cpu"):
         self.device = torch.device(device)
         images = make_prototypes(count, size, seed) if prototypes is None else prototypes.float()
@@ -157,7 +157,7 @@ class EmbeddedRenderer:
     """
 
     def __init__(self, model: EmbeddedModel, seeds: Sequence[int], *, steps: int = 12, sampler: str = "DPM++ 2M",
-                 schedule: str = "Karras", cfg_scale: float = 1.5):
+                 schedule: str = "Karras", cfg_scale: float = 3.0, fork_strength: float = 1.0):
         if len(seeds) == 0:
             raise ValueError("at least one seed is needed")
         self.model = model
@@ -165,6 +165,7 @@ class EmbeddedRenderer:
         self.spec = sampler_spec(sampler)
         self.sigma_schedule = sigmas(steps, SIGMA_MIN, SIGMA_MAX, schedule, device=model.device)
         self.cfg_scale = cfg_scale
+        self.fork_strength = fork_strength  # Hyperbatch samplers only
 
     @property
     def batch_size(self) -> int:
@@ -181,6 +182,7 @@ class EmbeddedRenderer:
                       "cond_scale": self.cfg_scale}
         noise = SeededNoise(self.seeds * len(prompts), self.model.image_shape, self.model.device)
         with torch.no_grad():
-            latents = sample(self.spec, self.model.denoiser, noise, self.sigma_schedule, extra_args)
+            latents = sample(self.spec, self.model.denoiser, noise, self.sigma_schedule, extra_args,
+                             groups=len(prompts), fork_strength=self.fork_strength)
         images = ((latents + 1) / 2).clamp(0, 1)
         return list(images.split(batch))

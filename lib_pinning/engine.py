@@ -19,7 +19,9 @@ from tqdm.auto import tqdm
 
 from .genome import Genome
 from .objective import Objective
-from .runfile import FORMAT_VERSION, RUN_FILE, save_images, write_json_atomic
+from .recorder import Recorder, RecordingError
+from .report import ReportRecorder
+from .runfile import FORMAT_VERSION, RUN_FILE, write_json_atomic
 from .search import Candidate, Search, SearchOptions
 
 
@@ -52,6 +54,7 @@ class PinningJob:
     options_record: dict = field(default_factory=dict)  # everything else the user chose, for run.json
     should_stop: Callable[[], bool] = lambda: False
     progress: bool = True
+    recorder: Recorder | None = None  # default: ReportRecorder when there is a run folder
 
 
 def prepare_run_dir(run_dir: Path) -> None:
@@ -79,6 +82,7 @@ class PinningRun:
             "options": {**job.options_record, "search": dataclasses.asdict(self.search.options),
                         "seeds": list(job.renderer.seeds), "loss_mode": job.objective.mode},
             "genome": {"words": job.genome.words, "negative_words": job.genome.negative_words,
+                       "base_weights": job.genome.base_weights(),
                        "frozen": list(job.genome.frozen)},
             "generations": [],
             "baseline": None,
@@ -87,18 +91,15 @@ class PinningRun:
         }
         self.best_images: torch.Tensor | None = None
         self._progress = None
+        if job.recorder is not None:
+            self.recorder = job.recorder
+        else:
+            self.recorder = ReportRecorder(job.run_dir) if job.run_dir is not None else Recorder()
 
     # -- bookkeeping -------------------------------------------------------------------------------------
     def _save(self) -> None:
         if self.job.run_dir is not None:
             write_json_atomic(Path(self.job.run_dir) / RUN_FILE, self.record)
-
-    def _save_images(self, images: torch.Tensor, subfolder: str, prompt: tuple[str, str]) -> None:
-        if self.job.run_dir is None:
-            return
-        seeds = self.job.renderer.seeds
-        infotext = f"{prompt[0]}\nNegative prompt: {prompt[1]}\nSeed: {seeds[0]}"
-        save_images(images, Path(self.job.run_dir) / subfolder, [f"seed-{s}" for s in seeds], infotext)
 
     def _log(self, message: str) -> None:
         (self._progress.write if self._progress is not None else print)(message)
@@ -122,12 +123,12 @@ class PinningRun:
         if self.job.objective.targets is None and self.job.objective.mode != "consistency":
             self.job.objective.set_targets(baseline_images)
             self._log("no target images: the unperturbed prompt's first batch is the target")
-        if self.job.objective.targets is not None:
-            self._save_images(self.job.objective.targets, "targets", prompt)
         score = self.job.objective.score(baseline_images)
-        self.record["baseline"] = {"loss": score.loss, "prompt": prompt[0], "negative_prompt": prompt[1]}
+        self.record["baseline"] = {"loss": score.loss, "prompt": prompt[0], "negative_prompt": prompt[1],
+                                   "pairs": score.pairs, "pair_losses": score.pair_losses,
+                                   "image_losses": score.image_losses}  # pairs: the same for every individual
         self._update_best(score.loss, prompt, zeros, -1, baseline_images)
-        self._save_images(baseline_images, "baseline", prompt)
+        self.recorder.on_baseline(self.record, baseline_images, self.job.objective.targets)
 
     def _update_best(self, loss: float, prompt: tuple[str, str], weights, generation: int,
                      images: torch.Tensor) -> None:
@@ -147,15 +148,16 @@ class PinningRun:
             individuals.append({"id": f"{index:04d}-{number:03d}", "weights": candidate.rendered.tolist(),
                                 "loss": score.loss, "prompt": prompt[0], "negative_prompt": prompt[1],
                                 "seconds_render": seconds_render, "seconds_loss": seconds_loss,
-                                "image_losses": score.image_losses})
+                                "image_losses": score.image_losses, "pair_losses": score.pair_losses})
             self._update_best(score.loss, prompt, candidate.rendered, index, batch)
         losses = [score.loss for score, _ in scores]
         self.search.tell(candidates, losses)
-        self.record["generations"].append({
-            "index": index, "evaluations": len(candidates), "best_loss": min(losses),
-            "mean_loss": sum(losses) / len(losses), "sigma": self.search.sigma,
-            "cma": self.search.state(), "individuals": individuals})
+        generation = {"index": index, "evaluations": len(candidates), "best_loss": min(losses),
+                      "mean_loss": sum(losses) / len(losses), "sigma": self.search.sigma,
+                      "cma": self.search.state(), "individuals": individuals}
+        self.record["generations"].append(generation)
         self._save()
+        self.recorder.on_generation(self.record, generation, images)
         if self._progress is not None:
             self._progress.update(len(candidates))
             self._progress.set_postfix(best=f"{self.record['best']['loss']:.4f}")
@@ -169,6 +171,7 @@ class PinningRun:
             self.search.log_writer = self._log
         try:
             self._save()
+            self.recorder.on_start(self.record)
             self._baseline()
             self._save()
             while not self.search.done:
@@ -192,9 +195,12 @@ class PinningRun:
         self._progress = None
         try:
             self._save()
-            if self.best_images is not None and self.record["best"] is not None:
-                best = self.record["best"]
-                self._save_images(self.best_images, "best", (best["prompt"], best["negative_prompt"]))
+            try:
+                self.recorder.on_finish(self.record, self.best_images)
+            except RecordingError as error:  # the search's results are intact, the report is not
+                self.record["status"] = "failed"
+                self.record["message"] = "; ".join(filter(None, [self.record.get("message"), str(error)]))
+                self._save()
         except OSError as error:  # e.g. a full disk: the run's state is still in memory and returned
             print(f"could not write the run record: {error}")
 

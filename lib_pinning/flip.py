@@ -6,7 +6,7 @@ Implements the image difference evaluator of "ꟻLIP: A Difference Evaluator for
 src/pytorch/flip_loss.py). The constants, colour transforms and the separable filters below follow that code, whose
 licence is reproduced here:
 
-    Copyright (c) 2020-2024, NVIDIA CORPORATION & AFFILIATES. All rights reserved.
+    Copyright (c) 2020-2025, NVIDIA CORPORATION & AFFILIATES. All rights reserved.
 
     Redistribution and use in source and binary forms, with or without modification, are permitted provided that the
     following conditions are met:
@@ -31,12 +31,14 @@ licence is reproduced here:
 How the work is split: everything up to the point where two images meet depends on one image only, so it is done
 once per image (`_preprocess`): sRGB -> linear RGB -> YCxCz, the contrast-sensitivity (CSF) filter, the move to
 Hunt-adjusted L*a*b*, and the edge/point detector magnitudes of the feature pipeline. What is left per pair
-(`_error_maps`) is elementwise: HyAB colour distance, its re-mapping, the feature difference and the final power.
+(`FlipImages._differences`, `_error_maps`) is elementwise: HyAB colour distance, its re-mapping, the feature
+difference and the final power.
 
 LDR-ꟻLIP is symmetric in (test, reference): HyAB and |feature magnitude difference| are both symmetric, so
 swapping the two images gives the same error up to float rounding. The argument names follow NVlabs' API anyway.
 """
 
+import contextlib
 import functools
 import math
 
@@ -60,7 +62,7 @@ CSF_ACHROMATIC = (1.0, 0.0047, 0.0, 1e-5)
 CSF_RED_GREEN = (1.0, 0.0053, 0.0, 1e-5)
 CSF_BLUE_YELLOW = (34.1, 0.04, 13.5, 0.025)
 
-# D65 white point (XYZ), as in FLIP.h.
+# D65 white point (XYZ) and linear sRGB <-> XYZ matrices, as in FLIP.h.
 D65_WHITE = (0.950428545, 1.0, 1.088900371)
 INV_D65_WHITE = (1.052156925, 1.0, 0.918357670)
 LINEAR_RGB_TO_XYZ = (
@@ -77,13 +79,15 @@ LAB_DELTA = 6 / 29  # CIE L*a*b*: cube root above LAB_DELTA^3, a line below it
 
 # Per-image cache layout: Hunt-adjusted L*a*b* (3 channels), edge and point detector magnitudes.
 CACHED_CHANNELS = 5
-# Working memory, in float32 maps of the image size, that one pair (resp. one image while preprocessing, in maps of
-# the padded size) needs at its peak; with a byte budget they set how many pairs (images) go through at once.
+# Peak working memory, in float32 maps, of one pair (maps of the image size) and of one image while it is
+# preprocessed (maps of the padded size); with a byte budget they set how many pairs (images) go through at once.
 PAIR_WORKSPACE_MAPS = 12
-IMAGE_WORKSPACE_MAPS = 32
-# Default working-memory budget per chunk; small next to the cache of 64 images of 1024^2 (1.25 GiB).
-DEFAULT_CHUNK_BYTES = 256 * 2**20
-
+IMAGE_WORKSPACE_MAPS = 40
+# Default working-memory budget per chunk. On CPU a budget that keeps a chunk in the last-level cache is fastest
+# (one 512^2 pair at a time); accelerators want large batches. Both are small next to the cache of 64 images of
+# 1024^2 (1.25 GiB).
+CPU_CHUNK_BYTES = 16 * 2**20
+ACCELERATOR_CHUNK_BYTES = 512 * 2**20
 
 # ---------------------------------------------------------------- input checks
 
@@ -92,22 +96,23 @@ def _check_images(images, name):
     """Return `images` as a float32 (N,3,H,W) tensor, or raise ValueError saying what is wrong with it."""
     if not isinstance(images, torch.Tensor):
         raise ValueError(f"flip: {name} must be a torch.Tensor, got {type(images).__name__}")
+    shape = tuple(images.shape)
     if images.ndim == 3:
         images = images.unsqueeze(0)
     if images.ndim != 4:
-        raise ValueError(f"flip: {name} must have shape (N,3,H,W) or (3,H,W), got {tuple(images.shape)}")
+        raise ValueError(f"flip: {name} must have shape (N,3,H,W) or (3,H,W), got {shape}")
     if images.shape[1] != 3:
-        raise ValueError(f"flip: {name} must have 3 (RGB) channels, got shape {tuple(images.shape)}")
-    if images.shape[0] == 0 or images.shape[2] == 0 or images.shape[3] == 0:
-        raise ValueError(f"flip: {name} is empty, shape {tuple(images.shape)}")
+        raise ValueError(f"flip: {name} must have 3 (RGB) channels in dimension -3, got shape {shape}")
+    if images.numel() == 0:
+        raise ValueError(f"flip: {name} is empty, shape {shape}")
     if not images.is_floating_point():
         raise ValueError(f"flip: {name} must be a floating-point tensor of sRGB values in [0,1], got {images.dtype}")
     images = images.to(torch.float32)
-    if not bool(torch.isfinite(images).all()):
-        raise ValueError(f"flip: {name} contains NaN or infinite values")
-    low, high = torch.aminmax(images)
-    if low < 0 or high > 1:
-        raise ValueError(f"flip: {name} must hold sRGB values in [0,1], found [{float(low):.4g}, {float(high):.4g}]")
+    low, high = (float(value) for value in torch.aminmax(images))  # NaN propagates into both
+    if math.isnan(low) or math.isnan(high):
+        raise ValueError(f"flip: {name} contains NaN values")
+    if not (0 <= low and high <= 1):
+        raise ValueError(f"flip: {name} must hold sRGB values in [0,1] (finite), found [{low:.4g}, {high:.4g}]")
     return images
 
 
@@ -125,42 +130,55 @@ def _check_chunk_bytes(chunk_bytes):
     return chunk_bytes
 
 
-# ---------------------------------------------------------------- colour transforms (per pixel, NCHW)
+# ---------------------------------------------------------------- colour transforms (per pixel)
+
+# Every colour transform of the pipeline but two (the sRGB curve and L*a*b*'s cube root) is affine, so each one is
+# a single 1x1 convolution with the matrix and offset below (computed in float64, applied in float32).
+_F64 = torch.float64
+# Linear RGB -> XYZ relative to the white point (x, y, z): the first step towards both YCxCz and L*a*b*.
+_RGB_TO_RELATIVE_XYZ = torch.tensor(INV_D65_WHITE, dtype=_F64)[:, None] * torch.tensor(LINEAR_RGB_TO_XYZ, dtype=_F64)
+# (x, y, z) -> (116 y - 16, 500 (x - y), 200 (y - z)): gives YCxCz from (x, y, z), and L*a*b* from Lab's f(x, y, z).
+_OPPONENT = torch.tensor([[0.0, 116.0, 0.0], [500.0, -500.0, 0.0], [0.0, 200.0, -200.0]], dtype=_F64)
+_OPPONENT_OFFSET = torch.tensor([-16.0, 0.0, 0.0], dtype=_F64)
 
 
-def _apply_matrix(matrix, images):
-    return torch.einsum("ij,njhw->nihw", torch.tensor(matrix, dtype=images.dtype, device=images.device), images)
-
-
-def _per_channel(values, like):
-    return torch.tensor(values, dtype=like.dtype, device=like.device).view(1, 3, 1, 1)
+def _affine(images, matrix, offset=None):
+    """Apply `matrix` (out, in) and `offset` (out,) to the channels of images (N,in,H,W)."""
+    weight = matrix.to(images).view(*matrix.shape, 1, 1)
+    return F.conv2d(images, weight, None if offset is None else offset.to(images))
 
 
 def _srgb_to_linear_rgb(srgb):
     return torch.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055).pow(2.4))
 
 
-def _linear_rgb_to_ycxcz(rgb):
-    xyz = _apply_matrix(LINEAR_RGB_TO_XYZ, rgb) * _per_channel(INV_D65_WHITE, rgb)
-    x, y, z = xyz.unbind(1)
-    return torch.stack((116 * y - 16, 500 * (x - y), 200 * (y - z)), dim=1)
+def _linear_rgb_to_filter_inputs(rgb):
+    """The 8 channels the separable filters run on: YCxCz with Cz twice (its CSF is a sum of two separable
+    Gaussians), then the achromatic channel normalized to [0,1], (Y + 16) / 116 = y, four times for the feature
+    detectors' four responses (d/dx, d2/dx2, d/dy, d2/dy2)."""
+    ycxcz = _OPPONENT @ _RGB_TO_RELATIVE_XYZ
+    matrix = torch.cat((ycxcz[[0, 1, 2, 2]], _RGB_TO_RELATIVE_XYZ[[1, 1, 1, 1]]))
+    offset = torch.cat((_OPPONENT_OFFSET, torch.zeros(5, dtype=_F64)))
+    return _affine(rgb, matrix, offset)
 
 
-def _ycxcz_to_linear_rgb(ycxcz):
-    luminance, cx, cz = ycxcz.unbind(1)
-    y = (luminance + 16) / 116
-    xyz = torch.stack((y + cx / 500, y, y - cz / 200), dim=1) * _per_channel(D65_WHITE, ycxcz)
-    return _apply_matrix(XYZ_TO_LINEAR_RGB, xyz)
+def _filtered_ycxcz_to_linear_rgb(filtered):
+    """Filter outputs (N,8,H,W) -> linear RGB: sums the two Cz parts and inverts YCxCz. The matrix has zero columns
+    for the four feature channels so that the channels-last tensor is read whole rather than sliced and copied."""
+    to_xyz = torch.linalg.inv(_OPPONENT)
+    to_rgb = torch.tensor(XYZ_TO_LINEAR_RGB, dtype=_F64) @ torch.diag(torch.tensor(D65_WHITE, dtype=_F64))
+    ycxcz_to_rgb = to_rgb @ to_xyz
+    matrix = torch.cat((ycxcz_to_rgb[:, [0, 1, 2, 2]], torch.zeros(3, 4, dtype=_F64)), dim=1)
+    return _affine(filtered, matrix, -ycxcz_to_rgb @ _OPPONENT_OFFSET)
 
 
 def _linear_rgb_to_hunt_lab(rgb):
     """CIE L*a*b* with the Hunt adjustment (a and b scaled by 0.01 L), the space HyAB is measured in."""
-    xyz = _apply_matrix(LINEAR_RGB_TO_XYZ, rgb) * _per_channel(INV_D65_WHITE, rgb)
+    xyz = _affine(rgb, _RGB_TO_RELATIVE_XYZ)
     f = torch.where(xyz > LAB_DELTA**3, xyz.pow(1 / 3), xyz / (3 * LAB_DELTA**2) + 4 / 29)
-    fx, fy, fz = f.unbind(1)
-    lightness = 116 * fy - 16
-    hunt = 0.01 * lightness
-    return torch.stack((lightness, hunt * 500 * (fx - fy), hunt * 200 * (fy - fz)), dim=1)
+    lab = _affine(f, _OPPONENT, _OPPONENT_OFFSET)
+    lab[:, 1:].mul_(0.01 * lab[:, :1])
+    return lab
 
 
 def _hyab(lab_a, lab_b):
@@ -185,13 +203,12 @@ def _csf_radius(pixels_per_degree):
     return math.ceil(3 * math.sqrt(widest / (2 * math.pi**2)) * pixels_per_degree)
 
 
-@functools.lru_cache(maxsize=8)
 def _csf_kernels(pixels_per_degree):
     """1-D CSF kernels for the channels (Y, Cx, Cz, Cz), shape (4, 2r+1).
 
-    Y and Cx have one Gaussian each; the Cz filter is a sum of two Gaussians, so it is applied as two separable
-    filters whose results are added (misc/separatedConvolutions.pdf): each 1-D factor is the square root of the
-    Gaussian's amplitude, and both are normalized together so the 2-D sum of the two is 1.
+    Y and Cx have one Gaussian each (their a2 is 0); the Cz filter is a sum of two Gaussians, so it is applied as
+    two separable filters whose results are added (misc/separatedConvolutions.pdf): each 1-D factor carries the
+    square root of its Gaussian's amplitude, and both are normalized together so that the 2-D sum is 1.
     """
     radius = _csf_radius(pixels_per_degree)
     x = torch.arange(-radius, radius + 1, dtype=torch.float64) / pixels_per_degree
@@ -215,7 +232,6 @@ def _csf_kernels(pixels_per_degree):
     )
 
 
-@functools.lru_cache(maxsize=8)
 def _feature_kernels(pixels_per_degree):
     """1-D (Gaussian, 1st derivative, 2nd derivative) kernels of the edge/point detectors, shape (3, 2r+1).
 
@@ -234,73 +250,109 @@ def _feature_kernels(pixels_per_degree):
     return torch.stack((gaussian / gaussian.sum(), balanced(first), balanced(second)))
 
 
-def _filter_rows_then_columns(images, row_kernels, column_kernels):
-    """Replicate-pad once, then convolve each channel with its own 1-D kernel along x, then along y.
+@functools.lru_cache(maxsize=8)
+def _filter_kernels(pixels_per_degree):
+    """Row and column kernels (8, K) for the 8 channels of `_linear_rgb_to_filter_inputs`.
 
-    images (N,C,H,W); row_kernels (C_out, K) applied to channel c_out * C // C_out; column_kernels (C_out, K) to the
-    row pass's output channel c_out. Padding both axes before the row pass equals FLIP.h's clamped indices.
+    CSF channels get their CSF kernel both ways. The four achromatic copies get (d/dx, d2/dx2, smooth, smooth)
+    along rows and (smooth, smooth, d/dy, d2/dy2) along columns, which leaves (dx, dxx, dy, dyy): the 2-D edge and
+    point detectors are separable that way (misc/separatedConvolutions.pdf). The narrower set of kernels is
+    zero-padded to the wider one's width so that one padding and two convolutions do all the filtering.
     """
-    radius = row_kernels.shape[1] // 2
-    channels_out = row_kernels.shape[0]
-    groups = images.shape[1]
-    # Channels-last makes the depthwise convolutions over 10x faster on CPU (oneDNN's NCHW path for 1xK is slow).
-    padded = F.pad(images, (radius, radius, radius, radius), mode="replicate").contiguous(memory_format=torch.channels_last)
-    rows = F.conv2d(padded, row_kernels.to(images).view(channels_out, 1, 1, -1), groups=groups)
-    return F.conv2d(rows, column_kernels.to(images).view(channels_out, 1, -1, 1), groups=channels_out)
+    csf = _csf_kernels(pixels_per_degree)
+    gaussian, first, second = _feature_kernels(pixels_per_degree)
+    width = max(csf.shape[1], gaussian.shape[0])
+
+    def centred(kernels):
+        extra = (width - kernels.shape[-1]) // 2
+        return F.pad(kernels, (extra, extra))
+
+    rows = torch.cat((centred(csf), centred(torch.stack((first, second, gaussian, gaussian)))))
+    columns = torch.cat((centred(csf), centred(torch.stack((gaussian, gaussian, first, second)))))
+    return rows, columns
+
+
+def _filter_rows_then_columns(images, row_kernels, column_kernels):
+    """Replicate-pad once, then convolve channel c with row_kernels[c] along x and column_kernels[c] along y.
+
+    images (N,C,H,W), kernels (C,K). Padding both axes before the row pass equals FLIP.h's clamped indices.
+    """
+    channels, width = row_kernels.shape
+    radius = width // 2
+    padded = F.pad(images, (radius, radius, radius, radius), mode="replicate")
+    rows = F.conv2d(padded, row_kernels.to(images).view(channels, 1, 1, width), groups=channels)
+    return F.conv2d(rows, column_kernels.to(images).view(channels, 1, width, 1), groups=channels)
 
 
 # ---------------------------------------------------------------- per-image preprocessing
 
 
-def _csf_filtered_hunt_lab(ycxcz, pixels_per_degree):
-    """Colour pipeline up to the pair: CSF-filter YCxCz, clamp to the RGB cube, go to Hunt-adjusted L*a*b*."""
-    kernels = _csf_kernels(pixels_per_degree)
-    filtered = _filter_rows_then_columns(ycxcz[:, (0, 1, 2, 2)], kernels, kernels)
-    filtered_ycxcz = torch.cat((filtered[:, :2], filtered[:, 2:].sum(dim=1, keepdim=True)), dim=1)
-    return _linear_rgb_to_hunt_lab(_ycxcz_to_linear_rgb(filtered_ycxcz).clamp_(0, 1))
-
-
-def _feature_magnitudes(ycxcz, pixels_per_degree):
-    """Edge and point detector magnitudes (N,2,H,W) of the normalized achromatic channel."""
-    gaussian, first, second = _feature_kernels(pixels_per_degree)
-    achromatic = (ycxcz[:, :1] + 16) / 116
-    # Row pass: d/dx, d2/dx2 and plain smoothing; column pass: smooth the first two, differentiate the third.
-    row_kernels = torch.stack((first, second, gaussian, gaussian))
-    column_kernels = torch.stack((gaussian, gaussian, first, second))
-    dx, dxx, dy, dyy = _filter_rows_then_columns(achromatic, row_kernels, column_kernels).unbind(1)
-    return torch.stack((torch.hypot(dx, dy), torch.hypot(dxx, dyy)), dim=1)
-
-
 def _preprocess(srgb, pixels_per_degree):
-    """(N,3,H,W) sRGB in [0,1] -> (N,5,H,W): Hunt-adjusted L*a*b* after the CSF, edge and point magnitudes."""
-    ycxcz = _linear_rgb_to_ycxcz(_srgb_to_linear_rgb(srgb))
-    return torch.cat((_csf_filtered_hunt_lab(ycxcz, pixels_per_degree), _feature_magnitudes(ycxcz, pixels_per_degree)), 1)
+    """(N,3,H,W) sRGB in [0,1] -> (N,5,H,W): Hunt-adjusted L*a*b* of the CSF-filtered image (clamped to the RGB
+    cube first, as in the paper) and the edge and point detector magnitudes."""
+    # Channels-last (pixel-interleaved) all the way: oneDNN's 1x1 and depthwise convolutions are many times faster.
+    srgb = srgb.contiguous(memory_format=torch.channels_last)
+    filter_inputs = _linear_rgb_to_filter_inputs(_srgb_to_linear_rgb(srgb))
+    filtered = _filter_rows_then_columns(filter_inputs, *_filter_kernels(pixels_per_degree))
+    hunt_lab = _linear_rgb_to_hunt_lab(_filtered_ycxcz_to_linear_rgb(filtered).clamp_(0, 1))
+    dx, dxx, dy, dyy = filtered[:, 4:].unbind(1)
+    return torch.cat((hunt_lab, torch.hypot(dx, dy).unsqueeze(1), torch.hypot(dxx, dyy).unsqueeze(1)), dim=1)
 
 
+@contextlib.contextmanager
+def _ieee_float32_convolutions(device):
+    """Keep cuDNN from using TF32 (A1111 turns it on): its 10-bit mantissa in the colour transforms would put an
+    error floor of about 1e-2 under nearly identical images. The previous setting is restored afterwards."""
+    if device.type != "cuda":
+        yield
+        return
+    cudnn = torch.backends.cudnn
+    if hasattr(cudnn, "conv"):  # torch >= 2.9: per-operation flags, which must not be mixed with allow_tf32
+        owner, flag, exact = cudnn.conv, "fp32_precision", "ieee"
+    else:
+        owner, flag, exact = cudnn, "allow_tf32", False
+    previous = getattr(owner, flag)
+    setattr(owner, flag, exact)
+    try:
+        yield
+    finally:
+        setattr(owner, flag, previous)
+
+
+@torch.no_grad()
 def _preprocess_in_chunks(srgb, pixels_per_degree, chunk_bytes):
+    """`_preprocess` a few images at a time into one contiguous (N,5,H,W) cache (planar, for the pair arithmetic)."""
     n, _, height, width = srgb.shape
-    radius = max(_csf_radius(pixels_per_degree), _feature_kernels(pixels_per_degree).shape[1] // 2)
-    bytes_per_image = IMAGE_WORKSPACE_MAPS * (height + 2 * radius) * (width + 2 * radius) * 4
+    padding = _filter_kernels(pixels_per_degree)[0].shape[1] - 1
+    bytes_per_image = IMAGE_WORKSPACE_MAPS * (height + padding) * (width + padding) * 4
     step = max(1, chunk_bytes // bytes_per_image)
-    out = torch.empty((n, CACHED_CHANNELS, height, width), dtype=torch.float32, device=srgb.device)
-    for start in range(0, n, step):
-        out[start : start + step] = _preprocess(srgb[start : start + step], pixels_per_degree)
-    return out
+    cached = torch.empty((n, CACHED_CHANNELS, height, width), dtype=torch.float32, device=srgb.device)
+    with _ieee_float32_convolutions(srgb.device):
+        for start in range(0, n, step):
+            cached[start : start + step] = _preprocess(srgb[start : start + step], pixels_per_degree)
+    return cached
 
 
 # ---------------------------------------------------------------- per-pair error
 
 
-def _error_maps(cached_a, cached_b):
-    """Per-pixel LDR-ꟻLIP errors (P,H,W) of two stacks of preprocessed images (P,5,H,W); works in place on a copy."""
-    delta = cached_a - cached_b
-    lightness, a, b, edge, point = delta.unbind(1)
-    colour = torch.hypot(a, b).add_(lightness.abs_()).pow_(QC)
+def _error_maps(differences):
+    """Per-pixel LDR-ꟻLIP errors (P,H,W) from cached[test] - cached[reference] (P,5,H,W), which it overwrites."""
+    lightness, a, b, edge, point = differences.unbind(1)
+    colour = torch.hypot(a, b).add_(lightness.abs_()).pow_(QC)  # HyAB distance ** QC
+    # Re-map to [0,1]: [0, PC * cmax] linearly onto [0, PT], the rest onto (PT, 1]. That map is concave and
+    # piecewise linear, so it is the smaller of its two lines.
     cmax = _max_colour_error()
-    knee = PC * cmax  # colour errors below the knee map to [0, PT], those above to (PT, 1]
-    colour = torch.where(colour < knee, colour * (PT / knee), (colour - knee).mul_((1 - PT) / (cmax - knee)).add_(PT))
-    feature = torch.maximum(edge.abs_(), point.abs_()).mul_(1 / math.sqrt(2)).pow_(QF)
+    knee = PC * cmax
+    low_line = colour * (PT / knee)
+    high_line = colour.mul_((1 - PT) / (cmax - knee)).add_(PT - knee * (1 - PT) / (cmax - knee))
+    colour = torch.minimum(low_line, high_line, out=low_line)
+    feature = torch.maximum(edge.abs_(), point.abs_(), out=edge).mul_(1 / math.sqrt(2)).pow_(QF)
     return colour.pow_(feature.neg_().add_(1))
+
+
+def _default_chunk_bytes(device):
+    return CPU_CHUNK_BYTES if device.type == "cpu" else ACCELERATOR_CHUNK_BYTES
 
 
 class FlipImages:
@@ -309,15 +361,18 @@ class FlipImages:
     `images` is an (N,3,H,W) sRGB tensor in [0,1] (any float dtype, any device; computed in float32 on that device).
     The constructor runs everything that depends on one image only and keeps 5 float32 maps per image
     (N * 5 * H * W * 4 bytes: 1.25 GiB for 64 images of 1024^2). `errors` / `error_maps` then only do the per-pixel
-    pair arithmetic. Work is chunked so that no step needs more than about `chunk_bytes` of working memory
-    beyond the cache (at least one image or pair goes through at a time).
+    pair arithmetic. Work is chunked so that no step needs much more than `chunk_bytes` of working memory beyond the
+    cache and the results (at least one image or pair goes through at a time); the default depends on the device.
 
     LDR-ꟻLIP is symmetric, so a pair's order only matters to the last float bit; pairs are (test, reference).
+    Nothing here is differentiable (in-place arithmetic, run under no_grad): it is a loss for gradient-free search.
     """
 
-    def __init__(self, images, pixels_per_degree=DEFAULT_PIXELS_PER_DEGREE, chunk_bytes=DEFAULT_CHUNK_BYTES):
+    def __init__(self, images, pixels_per_degree=DEFAULT_PIXELS_PER_DEGREE, chunk_bytes=None):
         images = _check_images(images, "images")
         self.pixels_per_degree = _check_pixels_per_degree(pixels_per_degree)
+        if chunk_bytes is None:
+            chunk_bytes = _default_chunk_bytes(images.device)
         self.chunk_bytes = _check_chunk_bytes(chunk_bytes)
         self.cached = _preprocess_in_chunks(images, self.pixels_per_degree, self.chunk_bytes)
 
@@ -325,7 +380,10 @@ class FlipImages:
         return self.cached.shape[0]
 
     def errors(self, pairs):
-        """Mean LDR-ꟻLIP error (P,) of each (test_index, reference_index) pair: a sequence of pairs or a (P,2) tensor."""
+        """Mean LDR-ꟻLIP error (P,) of each (test_index, reference_index) pair.
+
+        `pairs`: a sequence of index pairs or a (P,2) integer tensor.
+        """
         return self._per_pair(pairs, lambda maps: maps.mean(dim=(1, 2)))
 
     def error_maps(self, pairs):
@@ -337,27 +395,36 @@ class FlipImages:
         pairs = torch.triu_indices(len(self), len(self), offset=1, device=self.cached.device).T
         return pairs, self.errors(pairs)
 
+    @torch.no_grad()
     def _per_pair(self, pairs, reduce):
         test_index, reference_index = self._check_pairs(pairs)
         height, width = self.cached.shape[2:]
         step = max(1, self.chunk_bytes // (PAIR_WORKSPACE_MAPS * height * width * 4))
-        results = [
-            reduce(_error_maps(self.cached[test_index[start : start + step]], self.cached[reference_index[start : start + step]]))
-            for start in range(0, test_index.numel(), step)
-        ]
+        results = []
+        for start in range(0, test_index.numel(), step):
+            chunk = slice(start, start + step)
+            results.append(reduce(_error_maps(self._differences(test_index[chunk], reference_index[chunk]))))
         if not results:
             return reduce(torch.empty((0, height, width), device=self.cached.device))
         return torch.cat(results)
+
+    def _differences(self, test_index, reference_index):
+        """cached[test] - cached[reference] per pair (P,5,H,W): straight from views for one pair, else gathered."""
+        if test_index.numel() == 1:
+            test, reference = int(test_index), int(reference_index)
+            return self.cached[test : test + 1] - self.cached[reference : reference + 1]
+        return self.cached.index_select(0, test_index).sub_(self.cached.index_select(0, reference_index))
 
     def _check_pairs(self, pairs):
         if not isinstance(pairs, torch.Tensor):
             pairs = list(pairs)
             pairs = torch.tensor(pairs) if pairs else torch.empty((0, 2), dtype=torch.int64)
         if pairs.ndim != 2 or pairs.shape[1] != 2 or pairs.is_floating_point() or pairs.is_complex():
-            raise ValueError(f"flip: pairs must be integer (test_index, reference_index) pairs, got shape {tuple(pairs.shape)}")
+            raise ValueError(f"flip: pairs must be (test_index, reference_index) integers, got {tuple(pairs.shape)}")
         pairs = pairs.to(device=self.cached.device, dtype=torch.int64)
-        if pairs.numel() and (int(pairs.min()) < 0 or int(pairs.max()) >= len(self)):
-            raise ValueError(f"flip: pair indices must lie in [0, {len(self)}), got [{int(pairs.min())}, {int(pairs.max())}]")
+        low, high = (int(pairs.min()), int(pairs.max())) if pairs.numel() else (0, 0)
+        if low < 0 or high >= len(self):
+            raise ValueError(f"flip: pair indices must lie in [0, {len(self)}), got [{low}, {high}]")
         return pairs[:, 0], pairs[:, 1]
 
 
@@ -365,10 +432,11 @@ def _test_reference_pairs(test, reference, pixels_per_degree, chunk_bytes):
     """Cache test and reference images together; return the cache and the (test k, its reference) index pairs."""
     test = _check_images(test, "test")
     reference = _check_images(reference, "reference")
-    if test.shape[2:] != reference.shape[2:]:
-        raise ValueError(f"flip: test and reference sizes differ: {tuple(test.shape[2:])} vs {tuple(reference.shape[2:])}")
+    test_size, reference_size = tuple(test.shape[2:]), tuple(reference.shape[2:])
+    if test_size != reference_size:
+        raise ValueError(f"flip: test and reference sizes differ: {test_size} vs {reference_size}")
     if reference.shape[0] not in (1, test.shape[0]):
-        raise ValueError(f"flip: expected 1 or {test.shape[0]} reference images (one per test), got {reference.shape[0]}")
+        raise ValueError(f"flip: expected 1 or {test.shape[0]} reference images, got {reference.shape[0]}")
     if test.device != reference.device:
         raise ValueError(f"flip: test is on {test.device} but reference is on {reference.device}")
     images = FlipImages(torch.cat((test, reference)), pixels_per_degree, chunk_bytes)
@@ -378,17 +446,17 @@ def _test_reference_pairs(test, reference, pixels_per_degree, chunk_bytes):
     return images, torch.stack((test_index, reference_index), dim=1)
 
 
-def flip_error(test, reference, pixels_per_degree=DEFAULT_PIXELS_PER_DEGREE, chunk_bytes=DEFAULT_CHUNK_BYTES):
+def flip_error(test, reference, pixels_per_degree=DEFAULT_PIXELS_PER_DEGREE, chunk_bytes=None):
     """Mean LDR-ꟻLIP error (N,) of (N,3,H,W) sRGB `test` images in [0,1] against `reference`.
 
     `reference` is (N,3,H,W) (one per test image) or a single (1,3,H,W) / (3,H,W) image used for every test image.
-    The default pixels per degree is flip_evaluator's (about 67.02).
+    The default pixels per degree is flip_evaluator's (about 67.02); `chunk_bytes` as for `FlipImages`.
     """
     images, pairs = _test_reference_pairs(test, reference, pixels_per_degree, chunk_bytes)
     return images.errors(pairs)
 
 
-def flip_map(test, reference, pixels_per_degree=DEFAULT_PIXELS_PER_DEGREE, chunk_bytes=DEFAULT_CHUNK_BYTES):
+def flip_map(test, reference, pixels_per_degree=DEFAULT_PIXELS_PER_DEGREE, chunk_bytes=None):
     """Per-pixel LDR-ꟻLIP error maps (N,H,W), in [0,1]; arguments as for `flip_error` (whose value is their mean)."""
     images, pairs = _test_reference_pairs(test, reference, pixels_per_degree, chunk_bytes)
     return images.error_maps(pairs)

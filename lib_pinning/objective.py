@@ -17,6 +17,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from . import flip
+from .hyperbatch import HyperbatchWeights
 
 LOSS_MODES = ("pairwise", "target", "consistency")
 
@@ -78,11 +79,13 @@ def load_targets(paths: list[str | Path], size: tuple[int, int]) -> tuple[torch.
 class Objective:
     """Scores batches of images against fixed targets with the FLIP loss of the chosen mode."""
 
-    def __init__(self, targets: torch.Tensor | None = None, mode: str = "pairwise"):
+    def __init__(self, targets: torch.Tensor | None = None, mode: str = "pairwise",
+                 hyperbatch: HyperbatchWeights | None = None):
         if mode not in LOSS_MODES:
             raise ValueError(f"unknown loss mode {mode!r}; choose one of: {', '.join(LOSS_MODES)}")
         self.mode = mode
         self.targets = targets
+        self.hyperbatch = hyperbatch  # when set, the loss weights the pair losses level by level
 
     def set_targets(self, targets: torch.Tensor) -> None:
         self.targets = targets
@@ -109,6 +112,8 @@ class Objective:
             raise ValueError("the loss needs at least two images (use a batch size of 2 or more)")
         errors = flip.FlipImages(pool).errors(pairs).double().cpu().numpy()
         loss = float(errors.mean()) if self.mode == "target" else float(errors.mean() + errors.std())
+        if self.hyperbatch is not None:
+            loss = self.hyperbatch.loss(pairs, errors, len(targets), len(images))
         return Score(loss, pairs, errors.tolist(), _image_losses(pairs, errors, len(targets), len(images)))
 
 

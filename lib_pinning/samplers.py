@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from k_diffusion import sampling
 
+from . import hyperbatch
 from .noise import SeededNoise
 
 
@@ -16,6 +17,7 @@ class SamplerSpec:
     name: str
     function: Callable
     noise: str  # "none" (ODE), "ancestral" (fresh noise per step) or "brownian" (SDE: Brownian tree)
+    hyperbatch: bool = False  # forks each seed's tree during sampling (lib_pinning.hyperbatch)
 
 
 SAMPLERS: dict[str, SamplerSpec] = {
@@ -27,6 +29,10 @@ SAMPLERS: dict[str, SamplerSpec] = {
         SamplerSpec("DPM++ 2M", sampling.sample_dpmpp_2m, "none"),
         SamplerSpec("DPM++ SDE", sampling.sample_dpmpp_sde, "brownian"),
         SamplerSpec("DPM++ 2M SDE", sampling.sample_dpmpp_2m_sde, "brownian"),
+        SamplerSpec("Euler a Hyperbatch", hyperbatch.sample_euler_ancestral_hyperbatch, "ancestral", True),
+        SamplerSpec("DPM++ 2M Hyperbatch", hyperbatch.sample_dpmpp_2m_hyperbatch, "none", True),
+        SamplerSpec("DPM++ SDE Hyperbatch", hyperbatch.sample_dpmpp_sde_hyperbatch, "brownian", True),
+        SamplerSpec("DPM++ 2M SDE Hyperbatch", hyperbatch.sample_dpmpp_2m_sde_hyperbatch, "brownian", True),
     )
 }
 
@@ -58,13 +64,24 @@ def noise_kwargs(spec: SamplerSpec, noise: SeededNoise, sigma_schedule: torch.Te
         return {"noise_sampler": noise.ancestral}
     if spec.noise == "brownian":
         positive = sigma_schedule[sigma_schedule > 0]
-        return {"noise_sampler": noise.brownian(float(positive.min()), float(positive.max()))}
+        # Widened a little: DPM++ SDE recomputes sigmas as exp(-log(sigma)), which can land just outside.
+        low, high = float(positive.min()) * (1 - 1e-4), float(positive.max()) * (1 + 1e-4)
+        return {"noise_sampler": noise.brownian(low, high)}
     return {}
 
 
 def sample(spec: SamplerSpec, denoiser, noise: SeededNoise, sigma_schedule: torch.Tensor,
-           extra_args: dict, callback: Callable | None = None) -> torch.Tensor:
-    """Run one k-diffusion sampler from the seeded initial noise; returns the denoised batch."""
+           extra_args: dict, callback: Callable | None = None, *, groups: int = 1,
+           fork_strength: float = 1.0) -> torch.Tensor:
+    """Run one k-diffusion sampler from the seeded initial noise; returns the denoised batch.
+
+    A Hyperbatch sampler forks each of the `groups` equal blocks of rows (e.g. one per prompt) as its own trees.
+    Some k-diffusion samplers draw from torch's global RNG even when the draw is unused (Euler's churn noise):
+    the global state is forked so that a run leaves it as it found it.
+    """
     x = noise.initial(float(sigma_schedule[0]))
-    return spec.function(denoiser, x, sigma_schedule, extra_args=extra_args, callback=callback, disable=True,
-                         **noise_kwargs(spec, noise, sigma_schedule))
+    options = {"groups": groups, "fork_strength": fork_strength} if spec.hyperbatch else {}
+    devices = [x.device] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        return spec.function(denoiser, x, sigma_schedule, extra_args=extra_args, callback=callback, disable=True,
+                             **noise_kwargs(spec, noise, sigma_schedule), **options)

@@ -1,0 +1,145 @@
+"""Overhead benchmark (BENCHMARKS.md, "overhead"): the share of an individual's wall time not spent rendering.
+
+Runs the demo's job on the embedded model (its prompt, target, batch 8, 10 steps, 64x64; fewer generations)
+with the report recorder, and side by side with the no-op Recorder, alternating, several times. Per run:
+wall time, render time, loss time, the time the recorder's hooks take on the search's thread, and the wait
+for the report at the end (on_finish: the queue's rest, the run's plots, index.html). Medians per individual.
+
+    .venv/bin/python bench/overhead.py [--generations 8] [--repeats 3] [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from efficiency import append_section, machine  # noqa: E402  (the bench scripts' shared section writer)
+from lib_pinning.cli import DEMO_NEGATIVE, DEMO_PROMPT, demo_target  # noqa: E402
+from lib_pinning.embedded import EmbeddedModel, EmbeddedRenderer  # noqa: E402
+from lib_pinning.engine import PinningJob, run_pinning  # noqa: E402
+from lib_pinning.genome import build_genome  # noqa: E402
+from lib_pinning.objective import Objective  # noqa: E402
+from lib_pinning.recorder import Recorder  # noqa: E402
+from lib_pinning.report import ReportRecorder  # noqa: E402
+from lib_pinning.search import SearchOptions  # noqa: E402
+
+DEMO_SETTINGS = dict(steps=10, sampler="DPM++ 2M", schedule="Karras", cfg_scale=1.5)  # cli.pin's defaults
+BATCH = 8
+
+
+class TimedRecorder(Recorder):
+    """Passes every event on and adds up the time the hooks take on the search's thread."""
+
+    def __init__(self, inner: Recorder):
+        self.inner, self.hooks, self.finish = inner, 0.0, 0.0
+
+    def _timed(self, hook, *args) -> float:
+        started = time.perf_counter()
+        hook(*args)
+        return time.perf_counter() - started
+
+    def on_start(self, record):
+        self.hooks += self._timed(self.inner.on_start, record)
+
+    def on_baseline(self, record, images, targets):
+        self.hooks += self._timed(self.inner.on_baseline, record, images, targets)
+
+    def on_generation(self, record, generation, images):
+        self.hooks += self._timed(self.inner.on_generation, record, generation, images)
+
+    def on_finish(self, record, best_images):
+        self.finish += self._timed(self.inner.on_finish, record, best_images)
+
+
+@dataclass
+class Measurement:
+    individuals: int
+    wall: float
+    render: float
+    loss: float
+    hooks: float
+    finish: float
+
+    def per_individual(self, seconds: float) -> float:
+        return 1000 * seconds / self.individuals
+
+
+def measure(model: EmbeddedModel, generations: int, report: bool) -> Measurement:
+    target = model.prototypes[demo_target(model, DEMO_PROMPT)][None]
+    renderer = EmbeddedRenderer(model, list(range(BATCH)), **DEMO_SETTINGS)
+    with tempfile.TemporaryDirectory() as folder:
+        recorder = TimedRecorder(ReportRecorder(folder) if report else Recorder())
+        job = PinningJob(build_genome(DEMO_PROMPT, DEMO_NEGATIVE), renderer, Objective(target),
+                         SearchOptions(generations=generations, log=False), Path(folder),
+                         {**DEMO_SETTINGS, "size": model.prototypes.shape[-1]}, progress=False, recorder=recorder)
+        started = time.perf_counter()
+        record = run_pinning(job).record
+        wall = time.perf_counter() - started
+    individuals = [i for generation in record["generations"] for i in generation["individuals"]]
+    return Measurement(len(individuals), wall, sum(i["seconds_render"] for i in individuals),
+                       sum(i["seconds_loss"] for i in individuals), recorder.hooks, recorder.finish)
+
+
+def table(runs: dict[str, list[Measurement]]) -> str:
+    """Milliseconds per individual (medians over repeats) and the overhead as a share of render time."""
+    header = ("| recorder | wall | render | loss (ꟻLIP) | hooks on the search thread | wait at finish | rest "
+              "| not rendering / render |\n|---|---|---|---|---|---|---|---|")
+    rows = []
+    for name, measurements in runs.items():
+        def median(part):
+            return statistics.median(m.per_individual(part(m)) for m in measurements)
+        wall, render, loss = median(lambda m: m.wall), median(lambda m: m.render), median(lambda m: m.loss)
+        hooks, finish = median(lambda m: m.hooks), median(lambda m: m.finish)
+        rest = wall - render - loss - hooks - finish
+        rows.append(f"| {name} | {wall:.1f} | {render:.1f} | {loss:.1f} | {hooks:.2f} | {finish:.1f} | {rest:.1f} "
+                    f"| {100 * (wall - render) / render:.1f} % |")
+    return "\n".join([header, *rows])
+
+
+def report_cost(runs: dict[str, list[Measurement]]) -> str:
+    """What the report adds: hooks + final wait, and the wall-time difference to the no-op recorder."""
+    report, plain = runs["report"], runs["none (no-op)"]
+    render = statistics.median(m.per_individual(m.render) for m in plain)
+    on_thread = statistics.median(m.per_individual(m.hooks + m.finish) for m in report)
+    extra_wall = (statistics.median(m.per_individual(m.wall) for m in report)
+                  - statistics.median(m.per_individual(m.wall) for m in plain))
+    return (f"Report on the search's thread (hooks + final wait): {on_thread:.2f} ms per individual = "
+            f"{100 * on_thread / render:.1f} % of render time; wall time with the report minus without: "
+            f"{extra_wall:.1f} ms per individual = {100 * extra_wall / render:.1f} % of render time.")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--generations", type=int, default=8, help="generations per run (the demo has 32)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--write", action="store_true", help="append the table to docs/BENCHMARKS.md")
+    args = parser.parse_args()
+    model = EmbeddedModel()
+    measure(model, 1, report=True)  # warm-up: imports, font cache, first allocations
+    runs: dict[str, list[Measurement]] = {"report": [], "none (no-op)": []}
+    for _ in range(args.repeats):
+        runs["report"].append(measure(model, args.generations, report=True))
+        runs["none (no-op)"].append(measure(model, args.generations, report=False))
+    load = os.getloadavg()[1]  # over the last 5 minutes: other programs sharing the CPU inflate every figure
+    text = f"{table(runs)}\n\n{report_cost(runs)} Load average during the runs: {load:.1f} on {os.cpu_count()} CPUs."
+    print(text)
+    if args.write:
+        individuals = runs["report"][0].individuals
+        section = (f"\n### overhead — {date.today()} — {machine()}\n\n"
+                   f"Demo job on the embedded model (64x64, batch {BATCH}, {DEMO_SETTINGS['steps']} steps "
+                   f"{DEMO_SETTINGS['sampler']}), {args.generations} generations = {individuals} individuals, "
+                   f"medians of {args.repeats} alternating runs per recorder; ms per individual.\n\n{text}\n")
+        append_section(Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md", "## overhead", section)
+
+
+if __name__ == "__main__":
+    main()

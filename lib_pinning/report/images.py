@@ -1,0 +1,71 @@
+"""Image files of the report: PNGs with A1111 infotext, thumbnail strips and summary GIFs.
+
+Everything starts from 8-bit pixels, (N, H, W, 3) uint8 arrays: the live recorder converts the renderer's
+tensors once, and a rebuild reads the same pixels back from the saved PNGs, so both derive identical files.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import torch
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+THUMBNAIL_HEIGHT = 48
+FRAME_MILLISECONDS = 400
+
+
+def to_pixels(images: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) floats in [0, 1] on any device -> (N, H, W, 3) uint8 on the CPU (a copy).
+
+    In numpy: torch's thread pool makes these small element-wise steps slow on a busy CPU.
+    """
+    values = images.detach().float().cpu().numpy()
+    return np.rint(np.clip(values, 0, 1) * 255).astype(np.uint8).transpose(0, 2, 3, 1).copy()
+
+
+def png_bytes(pixels: np.ndarray, infotext: str | None = None) -> bytes:
+    """One (H, W, 3) image as PNG; the infotext goes into the `parameters` text chunk, where A1111 reads it."""
+    metadata = None
+    if infotext is not None:
+        metadata = PngInfo()
+        metadata.add_text("parameters", infotext)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", pnginfo=metadata)
+    return buffer.getvalue()
+
+
+def read_png(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def thumbnail_strip(pixels: np.ndarray) -> bytes:
+    """The images side by side, each at most THUMBNAIL_HEIGHT high: one small file per table row."""
+    height, width = pixels.shape[1:3]
+    scale = min(1.0, THUMBNAIL_HEIGHT / height)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    strip = Image.new("RGB", (size[0] * len(pixels), size[1]))
+    for position, image in enumerate(pixels):
+        strip.paste(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS), (position * size[0], 0))
+    buffer = io.BytesIO()
+    strip.save(buffer, format="PNG", compress_level=1)  # written for every individual: fast over small
+    return buffer.getvalue()
+
+
+def gif_bytes(pixels: np.ndarray) -> bytes:
+    """An endless GIF of the images in order, at their own size.
+
+    The colours of all frames are first reduced to one shared palette (fast octree), which leaves Pillow's
+    slow per-frame quantizer nothing to do. Pillow stores consecutive identical frames as one frame shown for
+    their summed durations.
+    """
+    count, height, width, _ = pixels.shape
+    stacked = Image.fromarray(pixels.reshape(count * height, width, 3))
+    reduced = stacked.quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE).convert("RGB")
+    frames = np.asarray(reduced).reshape(pixels.shape)
+    return iio.imwrite("<bytes>", frames, extension=".gif", duration=FRAME_MILLISECONDS, loop=0)

@@ -1,0 +1,162 @@
+"""The run's plots, drawn from run.json's record: CMA-ES state, loss history, word looseness, size front.
+
+Lines carry a `gid` naming what they show ("best loss", "centroid 3", ...), so tests and tools can read the
+plotted data back from the returned Figure.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
+
+from .context import gene_labels
+from .figures import IMAGE_COLOUR, LOSS_COLOUR, PAIR_COLOUR, label, new_figure
+
+
+def cumulative_evaluations(record: dict) -> np.ndarray:
+    """x axis of the CMA plots: evaluations done when each generation's state was recorded."""
+    return np.cumsum([generation["evaluations"] for generation in record["generations"]])
+
+
+def cma_series(record: dict) -> dict[str, np.ndarray]:
+    """The per-generation values the 4-panel CMA plot shows, one row per generation."""
+    generations = record["generations"]
+    states = [generation["cma"] for generation in generations]
+    return {
+        "best loss": np.array([generation["best_loss"] for generation in generations]),
+        "mean loss": np.array([generation["mean_loss"] for generation in generations]),
+        "sigma": np.array([state["sigma"] for state in states]),
+        "axis ratio": np.array([state["axis_ratio"] for state in states]),
+        "centroid": np.array([state["centroid"] for state in states]),
+        "scale": np.array([state["scales"] for state in states]),
+        "std": np.array([state["stds"] for state in states]),
+    }
+
+
+def cma_figure(record: dict) -> Figure:
+    """pycma's/DEAP's 4-panel plot: f-values, sigma and axis ratio; centroid; principal axis scales; stds."""
+    series, labels = cma_series(record), gene_labels(record)
+    x = cumulative_evaluations(record)
+    figure = new_figure(12, max(7.0, 0.14 * len(labels) * 2))
+    figure.subplots_adjust(left=0.07, right=0.86, bottom=0.07, top=0.93, hspace=0.3, wspace=0.35)
+    (values, centroid), (scales, stds) = figure.subplots(2, 2, sharex=True)
+    for name, style in (("best loss", "-"), ("mean loss", ":"), ("sigma", "-"), ("axis ratio", "-")):
+        values.semilogy(x, series[name], style, gid=name, label=name)
+    values.legend(fontsize="small")
+    label(values, "f-values (loss), sigma, axis ratio")
+    _gene_lines(centroid, x, series["centroid"], "centroid", labels, log=False)
+    label(centroid, "Object variables (centroid per word)")
+    _gene_lines(scales, x, series["scale"], "scale", None, log=True)
+    label(scales, "Scaling (all main axes)", xlabel="evaluations")
+    _gene_lines(stds, x, series["std"], "std", labels, log=True)
+    label(stds, "Standard deviations in all coordinates", xlabel="evaluations")
+    for axes in (values, centroid, scales, stds):
+        axes.grid(True, alpha=0.3)
+    figure.suptitle("CMA-ES state per generation")
+    return figure
+
+
+def _gene_lines(axes: Axes, x: np.ndarray, rows: np.ndarray, name: str, labels: list[str] | None, log: bool):
+    plot = axes.semilogy if log else axes.plot
+    lines = [plot(x, rows[:, gene], gid=f"{name} {gene}", linewidth=1)[0] for gene in range(rows.shape[1])]
+    if labels:
+        _label_line_ends(axes, lines, labels)
+
+
+def _label_line_ends(axes: Axes, lines: list, labels: list[str]) -> None:
+    """pycma's trick: name each line at the right margin, evenly spaced in the order of their last values."""
+    last = [line.get_ydata()[-1] for line in lines]
+    order = np.argsort(np.log(np.abs(last) + 1e-300) if axes.get_yscale() == "log" else last)
+    positions = np.linspace(0.02, 0.98, len(lines)) if len(lines) > 1 else [0.5]
+    size = float(np.clip(220 / max(len(lines), 1), 4, 8))
+    for position, index in zip(positions, order):
+        line = lines[index]
+        axes.annotate(labels[index], xy=(line.get_xdata()[-1], line.get_ydata()[-1]), xytext=(1.02, position),
+                      textcoords="axes fraction", fontsize=size, va="center", color=line.get_color(),
+                      arrowprops=dict(arrowstyle="-", color=line.get_color(), linewidth=0.4, alpha=0.6))
+
+
+def every_individual(record: dict) -> list[dict]:
+    return [individual for generation in record["generations"] for individual in generation["individuals"]]
+
+
+def history_figure(record: dict) -> Figure:
+    """The loss of every evaluation in order, the best so far, and the unperturbed prompt's loss."""
+    losses = np.array([individual["loss"] for individual in every_individual(record)])
+    evaluation = np.arange(1, len(losses) + 1)
+    figure = new_figure(10, 4)
+    figure.subplots_adjust(left=0.08, right=0.98, bottom=0.13, top=0.88)
+    axes = figure.subplots()
+    axes.plot(evaluation, losses, ".", color=PAIR_COLOUR, alpha=0.5, markersize=4, gid="loss", label="loss")
+    axes.step(evaluation, np.minimum.accumulate(losses), where="post", color=LOSS_COLOUR, gid="best so far",
+              label="best so far")
+    if record.get("baseline"):
+        axes.axhline(record["baseline"]["loss"], color="grey", linestyle="--", gid="baseline",
+                     label="unperturbed prompt")
+    label(axes, "Loss per evaluation", xlabel="evaluation", ylabel="loss")
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize="small")
+    return figure
+
+
+def final_weights(record: dict) -> np.ndarray:
+    """Each word's weight in the pinned prompt: |base weight + gene|, as the prompt writes it."""
+    return np.abs(np.array(record["genome"]["base_weights"]) + np.array(record["best"]["weights"]))
+
+
+def looseness_figure(record: dict) -> Figure:
+    """Per word: its weight in the pinned prompt, and the search's final spread on it relative to the median
+    word's (below 1: the loss reacts to that word, the target pins it; above 1: it is free)."""
+    labels = gene_labels(record)
+    spread = np.array(record["generations"][-1]["cma"]["stds"], dtype=float)
+    relative = spread / np.median(spread)
+    rows = np.arange(len(labels))
+    figure = new_figure(10, 1.4 + 0.28 * len(labels))
+    margin = 0.65 / figure.get_figheight()
+    figure.subplots_adjust(left=0.2, right=0.97, bottom=margin + 0.02, top=1 - margin, wspace=0.08)
+    weight_axes, spread_axes = figure.subplots(1, 2, sharey=True)
+    weight_axes.barh(rows, final_weights(record), color=PAIR_COLOUR, gid="weight")
+    weight_axes.axvline(1.0, color="grey", linewidth=0.8, linestyle=":")
+    label(weight_axes, "Weight in the pinned prompt", xlabel="A1111 weight")
+    spread_axes.barh(rows, relative - 1, left=1, color=np.where(relative < 1, LOSS_COLOUR, IMAGE_COLOUR),
+                     gid="spread")
+    reach = max(float(np.abs(relative - 1).max()) * 1.15, 0.05)
+    spread_axes.set_xlim(1 - reach, 1 + reach)
+    spread_axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"×{value:.3g}"))
+    spread_axes.axvline(1.0, color="grey", linewidth=0.8)
+    label(spread_axes, "Final spread / median spread", xlabel="red: pinned by the target, orange: free")
+    weight_axes.set_yticks(rows, labels)
+    weight_axes.invert_yaxis()
+    figure.suptitle("Which words the target pins, and which stay free")
+    return figure
+
+
+def pareto_front(distances: np.ndarray, losses: np.ndarray) -> np.ndarray:
+    """Indices of the individuals no other beats on both distance and loss, by increasing distance."""
+    order = np.lexsort((losses, distances))
+    front, best = [], np.inf
+    for index in order:
+        if losses[index] < best:
+            front.append(index)
+            best = losses[index]
+    return np.array(front, dtype=int)
+
+
+def front_figure(record: dict) -> Figure:
+    """The size limiter's trade-off: loss against distance ||genes|| from the prompt, Pareto front highlighted."""
+    individuals = every_individual(record)
+    distances = np.array([np.linalg.norm(individual["weights"]) for individual in individuals])
+    losses = np.array([individual["loss"] for individual in individuals])
+    front = pareto_front(distances, losses)
+    figure = new_figure(8, 5)
+    figure.subplots_adjust(left=0.1, right=0.97, bottom=0.11, top=0.9)
+    axes = figure.subplots()
+    axes.plot(distances, losses, ".", color="grey", alpha=0.5, gid="individuals", label="individuals")
+    axes.plot(distances[front], losses[front], "o-", color=LOSS_COLOUR, gid="front", label="Pareto front")
+    axes.axvline(record["options"]["search"]["size_limit"], color=PAIR_COLOUR, linestyle="--", label="size limit")
+    label(axes, "Loss against distance from the prompt", xlabel="distance ||genes||", ylabel="loss")
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize="small")
+    return figure

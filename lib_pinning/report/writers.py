@@ -1,0 +1,103 @@
+"""Writing the report's files, one function per unit of work: the live recorder queues these calls, a rebuild
+makes them directly. Derived files depend only on the record and the 8-bit pixels, never on timing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import files, html, run_figures
+from .context import RunContext
+from .figures import LossPlot, generation_figure, png
+from .images import gif_bytes, png_bytes, read_png, thumbnail_strip
+from .stats import individual_stats
+
+
+def write_targets(run_dir: Path, pixels: np.ndarray) -> None:
+    for index, image in enumerate(pixels):
+        files.write_bytes(Path(run_dir) / files.TARGETS / f"target-{index}.png", png_bytes(image))
+
+
+def write_images(context: RunContext, folder: Path, prompt: str, negative_prompt: str, pixels: np.ndarray) -> None:
+    """One PNG per seed, carrying the infotext that reproduces it in txt2img."""
+    for seed, image in zip(context.seeds, pixels):
+        text = context.infotext(prompt, negative_prompt, seed)
+        files.write_bytes(folder / files.image_name(seed), png_bytes(image, text))
+
+
+def read_images(context: RunContext, folder: Path) -> np.ndarray | None:
+    """The saved images of one batch in seed order, or None when any is missing or unreadable."""
+    try:
+        return np.stack([read_png(folder / files.image_name(seed)) for seed in context.seeds])
+    except (OSError, ValueError):
+        return None
+
+
+def write_batch_summary(folder: Path, pixels: np.ndarray) -> None:
+    files.write_bytes(folder / files.THUMBNAILS, thumbnail_strip(pixels))
+    files.write_bytes(folder / files.GIF, gif_bytes(pixels))
+
+
+def write_baseline(context: RunContext, baseline: dict, pixels: np.ndarray) -> None:
+    folder = context.run_dir / files.BASELINE
+    write_images(context, folder, baseline["prompt"], baseline["negative_prompt"], pixels)
+    write_batch_summary(folder, pixels)
+
+
+def write_individual(context: RunContext, generation: dict, individual: dict, pixels: np.ndarray | None,
+                     loss_plot: LossPlot) -> None:
+    """stats.json, loss_plot.png and, when its images exist, the thumbnails and the GIF of one individual."""
+    folder = files.individual_dir(context.run_dir, generation["index"], individual["id"])
+    files.write_json(folder / files.STATS, individual_stats(context, generation, individual))
+    title = f"{individual['id']}: loss {individual['loss']:.4f}"
+    plot = loss_plot.png(title, individual["loss"], individual.get("pair_losses", []),
+                         individual.get("image_losses", []))
+    files.write_bytes(folder / files.LOSS_PLOT, plot)
+    if pixels is not None:
+        write_batch_summary(folder, pixels)
+
+
+def write_generation(run_dir: Path, generation: dict) -> None:
+    path = files.generation_dir(run_dir, generation["index"]) / files.GENERATION_PLOT
+    files.write_bytes(path, png(generation_figure(generation)))
+
+
+def best_folder(record: dict) -> str | None:
+    """The run-relative folder holding the best individual's images ("baseline" when nothing beat it)."""
+    best = record.get("best")
+    if best is None:
+        return None
+    if best["generation"] < 0:
+        return files.BASELINE
+    generation = next((g for g in record["generations"] if g["index"] == best["generation"]), {"individuals": []})
+    for individual in generation["individuals"]:
+        if individual["loss"] == best["loss"] and individual["weights"] == best["weights"]:
+            return f"{generation['index']:08d}/{individual['id']}"
+    return None
+
+
+def write_best(context: RunContext, record: dict, pixels: np.ndarray) -> None:
+    best = record["best"]
+    write_images(context, context.run_dir / files.BEST, best["prompt"], best["negative_prompt"], pixels)
+
+
+def run_plots(record: dict) -> dict:
+    """The per-run plots this record gets (none before a generation has finished): file name -> figure maker."""
+    if not record["generations"]:
+        return {}
+    plots = {files.CMA_PLOT: run_figures.cma_figure, files.HISTORY_PLOT: run_figures.history_figure,
+             files.LOOSENESS_PLOT: run_figures.looseness_figure}
+    if record["options"]["search"].get("size_limit", 0) > 0:
+        plots[files.FRONT_PLOT] = run_figures.front_figure
+    return plots
+
+
+def write_run(run_dir: Path, record: dict) -> None:
+    """The per-run plots and index.html."""
+    run_dir = Path(run_dir)
+    plots = run_plots(record)
+    for name, figure in plots.items():
+        files.write_bytes(run_dir / name, png(figure(record)))
+    page = html.index_html(run_dir, record, list(plots), best_folder(record))
+    files.write_bytes(run_dir / files.INDEX, page.encode("utf-8"))

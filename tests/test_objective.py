@@ -1,0 +1,89 @@
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lib_pinning import flip
+from lib_pinning.objective import Objective, TargetError, load_targets
+
+
+def images(seed, count, size=16):
+    return torch.rand(count, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def test_pairwise_loss_is_mean_plus_std_over_targets_and_batch():
+    targets, batch = images(0, 2), images(1, 3)
+    score = Objective(targets, "pairwise").score(batch)
+    pool = torch.cat([targets, batch])
+    pairs = list(itertools.combinations(range(5), 2))
+    expected = torch.stack([flip.flip_error(pool[i:i + 1], pool[j:j + 1])[0] for i, j in pairs]).double()
+    assert score.pairs == pairs
+    assert np.isclose(score.loss, float(expected.mean() + expected.std(unbiased=False)), atol=1e-6)
+    assert len(score.image_losses) == 3
+
+
+def test_target_mode_compares_each_image_with_each_target_only():
+    targets, batch = images(2, 2), images(3, 3)
+    score = Objective(targets, "target").score(batch)
+    assert sorted(score.pairs) == sorted((b, t) for b in (2, 3, 4) for t in (0, 1))
+    assert np.isclose(score.loss, np.mean(score.pair_losses))
+
+
+def test_consistency_mode_ignores_targets():
+    batch = images(4, 4)
+    with_targets = Objective(images(5, 2), "consistency").score(batch)
+    without = Objective(None, "consistency").score(batch)
+    assert with_targets.loss == without.loss and len(without.pairs) == 6
+
+
+def test_a_batch_equal_to_its_target_has_zero_loss_and_a_worse_batch_more():
+    target = images(6, 1)
+    assert Objective(target).score(target.repeat(4, 1, 1, 1)).loss == 0
+    assert Objective(target).score(images(7, 4)).loss > 0.1
+
+
+def test_objective_refuses_mismatched_sizes_and_single_images():
+    with pytest.raises(ValueError, match="targets are"):
+        Objective(images(0, 1, 16)).score(images(1, 2, 8))
+    with pytest.raises(ValueError, match="at least two"):
+        Objective(None, "consistency").score(images(1, 1))
+    with pytest.raises(ValueError, match="loss mode"):
+        Objective(None, "median")
+
+
+def test_targets_are_resized_with_a_notice_and_alpha_is_flattened(tmp_path):
+    rgba = np.zeros((20, 30, 4), dtype=np.uint8)
+    rgba[..., 0] = 255
+    rgba[:, :15, 3] = 255  # left half opaque red, right half transparent
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    Image.new("L", (16, 16), 128).save(tmp_path / "b.jpg")
+    targets, notices = load_targets([tmp_path / "a.png", tmp_path / "b.jpg"], (16, 16))
+    assert targets.shape == (2, 3, 16, 16)
+    assert len(notices) == 1 and "30x20" in notices[0]
+    assert torch.allclose(targets[0, :, 8, 1], torch.tensor([1.0, 0.0, 0.0]), atol=0.02)
+    assert torch.allclose(targets[0, :, 8, 14], torch.tensor([1.0, 1.0, 1.0]), atol=0.02)  # transparent -> white
+    assert torch.allclose(targets[1], torch.full((3, 16, 16), 128 / 255), atol=1e-6)
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "does not exist"),
+    (b"", "is empty"),
+    (b"not an image", "not a readable image"),
+    ("truncated png", "not a readable image"),
+])
+def test_unusable_targets_give_one_clear_error(tmp_path, content, message):
+    Image.new("RGB", (8, 8)).save(tmp_path / "good.png")
+    bad = tmp_path / "bad.png"
+    if content is not None:
+        bad.write_bytes(_truncated_png() if content == "truncated png" else content)
+    with pytest.raises(TargetError, match=message):
+        load_targets([tmp_path / "good.png", bad], (8, 8))
+
+
+def _truncated_png() -> bytes:
+    import io
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()[:200]

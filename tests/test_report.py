@@ -1,0 +1,359 @@
+import errno
+import hashlib
+import json
+import re
+import shutil
+import threading
+import time
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lib_pinning.cli import main
+from lib_pinning.embedded import EmbeddedModel, EmbeddedRenderer
+from lib_pinning.engine import PinningJob, PinningRun, run_pinning
+from lib_pinning.genome import build_genome
+from lib_pinning.objective import Objective
+from lib_pinning.recorder import Recorder
+from lib_pinning.report import ReportRecorder, files, html, run_figures, worker, writers
+from lib_pinning.report.context import gene_labels
+from lib_pinning.report.figures import generation_figure, png
+from lib_pinning.report.images import FRAME_MILLISECONDS, THUMBNAIL_HEIGHT
+from lib_pinning.runfile import read_run
+from report_support import HOSTILE, shared_small_run, small_run, small_search, synthetic_record
+
+SOURCES = re.compile(r"run\.json|.*seed-\d+\.png|targets/.*")  # what a rebuild reads rather than writes
+
+
+@pytest.fixture(scope="module")
+def run():
+    folder = shared_small_run()
+    return folder, read_run(folder)
+
+
+def individuals(record):
+    return [(generation, individual) for generation in record["generations"]
+            for individual in generation["individuals"]]
+
+
+def folder_of(run_dir, generation, individual):
+    return files.individual_dir(run_dir, generation["index"], individual["id"])
+
+
+def saved_images(folder, seeds):
+    return np.stack([np.asarray(Image.open(folder / f"seed-{seed}.png").convert("RGB")) for seed in seeds])
+
+
+def gif_frames_in_time(path):
+    """The GIF's frames, each repeated once per FRAME_MILLISECONDS it is shown (Pillow merges equal frames)."""
+    frames = iio.imread(path, index=None, extension=".gif")[..., :3]
+    durations = [iio.immeta(path, index=i, extension=".gif")["duration"] for i in range(len(frames))]
+    return np.concatenate([np.repeat(frame[None], round(duration / FRAME_MILLISECONDS), 0)
+                           for frame, duration in zip(frames, durations)])
+
+
+def derived_files(run_dir):
+    paths = [path for path in sorted(run_dir.rglob("*")) if path.is_file()]
+    return {str(path.relative_to(run_dir)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in paths if not SOURCES.fullmatch(str(path.relative_to(run_dir)))}
+
+
+def test_each_individual_has_its_images_with_infotext_and_stats_equal_to_run_json(run):
+    run_dir, record = run
+    seeds = record["options"]["seeds"]
+    pairs = record["baseline"]["pairs"]
+    assert len(individuals(record)) == 12
+    for generation, individual in individuals(record):
+        folder = folder_of(run_dir, generation, individual)
+        stats = json.loads((folder / files.STATS).read_text())
+        assert stats["loss"] == individual["loss"] and stats["prompt"] == individual["prompt"]
+        assert [image["loss"] for image in stats["images"]] == individual["image_losses"]
+        assert [image["seed"] for image in stats["images"]] == seeds
+        assert [pair["loss"] for pair in stats["pairs"]] == individual["pair_losses"]
+        assert len(stats["pairs"]) == len(pairs) == 15  # every pair of 3 targets ∪ 3 images
+        assert stats["pairs"][0]["images"] == ["target 0", "target 1"]
+        assert stats["pairs"][-1]["images"] == [f"seed {seeds[1]}", f"seed {seeds[2]}"]
+        assert [w["gene"] for w in stats["weights"]] == individual["weights"]
+        assert stats["weights"][-1]["word"] == "dark (negative)"
+        assert stats["seconds_render"] == individual["seconds_render"] and stats["seeds"] == seeds
+        assert stats["sampler"]["sampler"] == "DPM++ 2M" and stats["sampler"]["steps"] == 4
+        assert stats["cma_after_generation"] == generation["cma"]
+        for seed in seeds:
+            info = Image.open(folder / f"seed-{seed}.png").info["parameters"]
+            assert info.startswith(individual["prompt"]) and f"Seed: {seed}," in info and "Steps: 4" in info
+
+
+def test_the_gif_shows_the_images_in_seed_order_at_render_size(run):
+    run_dir, record = run
+    seeds = record["options"]["seeds"]
+    for generation, individual in individuals(record):
+        folder = folder_of(run_dir, generation, individual)
+        images = saved_images(folder, seeds)
+        frames = gif_frames_in_time(folder / files.GIF)
+        assert frames.shape == images.shape == (3, 16, 16, 3)
+        error = np.abs(frames.astype(int) - images.astype(int)).mean(axis=(1, 2, 3))
+        assert error.max() < 6  # GIF palettes quantize; the order must be exact
+        for k, frame in enumerate(frames):
+            distances = np.abs(images.astype(int) - frame.astype(int)).mean(axis=(1, 2, 3))
+            assert distances[k] == distances.min()
+
+
+def test_the_thumbnail_strip_holds_every_image(run):
+    run_dir, record = run
+    generation, individual = individuals(record)[0]
+    strip = Image.open(folder_of(run_dir, generation, individual) / files.THUMBNAILS)
+    assert strip.size == (3 * 16, 16)  # render size 16 is below THUMBNAIL_HEIGHT: never upscaled
+    assert THUMBNAIL_HEIGHT > 16
+    images = saved_images(folder_of(run_dir, generation, individual), record["options"]["seeds"])
+    assert np.array_equal(np.asarray(strip.convert("RGB")), np.concatenate(list(images), axis=1))
+
+
+def test_the_cma_plot_shows_the_logbook_of_run_json(run):
+    run_dir, record = run
+    figure = run_figures.cma_figure(record)
+    lines = {line.get_gid(): line for axes in figure.axes for line in axes.get_lines()}
+    evaluations = np.cumsum([g["evaluations"] for g in record["generations"]])
+    expected = {"best loss": [g["best_loss"] for g in record["generations"]],
+                "mean loss": [g["mean_loss"] for g in record["generations"]],
+                "sigma": [g["cma"]["sigma"] for g in record["generations"]],
+                "axis ratio": [g["cma"]["axis_ratio"] for g in record["generations"]]}
+    genes = len(record["generations"][0]["cma"]["centroid"])
+    for key, name in (("centroid", "centroid"), ("scales", "scale"), ("stds", "std")):
+        for gene in range(genes):
+            expected[f"{name} {gene}"] = [g["cma"][key][gene] for g in record["generations"]]
+    assert set(expected) <= set(lines)
+    for gid, values in expected.items():
+        assert np.array_equal(lines[gid].get_xdata(), evaluations)
+        assert np.array_equal(lines[gid].get_ydata(), values), gid
+    assert [g["sigma"] for g in record["generations"]] == expected["sigma"]
+    assert (run_dir / files.CMA_PLOT).read_bytes() == png(figure)  # the file is this figure
+    assert len(figure.axes) == 4
+
+
+def test_history_looseness_and_generation_plots_show_run_json(run):
+    run_dir, record = run
+    losses = [i["loss"] for _, i in individuals(record)]
+    history = {line.get_gid(): line for line in run_figures.history_figure(record).axes[0].get_lines()}
+    assert np.array_equal(history["loss"].get_ydata(), losses)
+    assert np.array_equal(history["best so far"].get_ydata(), np.minimum.accumulate(losses))
+    assert history["baseline"].get_ydata()[0] == record["baseline"]["loss"]
+
+    looseness = run_figures.looseness_figure(record)
+    weight_axes = looseness.axes[0]
+    assert [label.get_text() for label in weight_axes.get_yticklabels()] == gene_labels(record)
+    widths = [bar.get_width() for bar in weight_axes.patches]
+    base = record["genome"]["base_weights"]
+    assert widths == pytest.approx([abs(b + g) for b, g in zip(base, record["best"]["weights"])])
+
+    for generation in record["generations"]:
+        assert (files.generation_dir(run_dir, generation["index"]) / files.GENERATION_PLOT).is_file()
+        sorted_losses = generation_figure(generation).axes[0].get_lines()[0].get_ydata()
+        assert np.array_equal(sorted_losses, sorted(i["loss"] for i in generation["individuals"]))
+    for name in (files.HISTORY_PLOT, files.LOOSENESS_PLOT):
+        assert Image.open(run_dir / name).format == "PNG"
+    assert not (run_dir / files.FRONT_PLOT).exists()  # the size limiter is off
+
+
+def test_the_front_plot_highlights_the_pareto_front_when_the_size_limiter_is_on(tmp_path):
+    small_run(tmp_path / "run", "a red circle", size_limit=0.3, generations=1)
+    record = read_run(tmp_path / "run")
+    assert (tmp_path / "run" / files.FRONT_PLOT).is_file()
+    lines = {line.get_gid(): line for line in run_figures.front_figure(record).axes[0].get_lines()}
+    distances = [np.linalg.norm(i["weights"]) for _, i in individuals(record)]
+    assert np.allclose(lines["individuals"].get_xdata(), distances)
+    front_losses = lines["front"].get_ydata()
+    assert list(front_losses) == sorted(front_losses, reverse=True) and front_losses[-1] == min(
+        i["loss"] for _, i in individuals(record))
+
+
+def test_pareto_front():
+    distances = np.array([0.0, 1.0, 2.0, 3.0, 1.5])
+    losses = np.array([5.0, 3.0, 4.0, 1.0, 3.0])
+    assert run_figures.pareto_front(distances, losses).tolist() == [0, 1, 3]
+
+
+def embedded_json(page):
+    match = re.search(r'<script type="application/json" id="run-data">(.*?)</script>', page, re.S)
+    return json.loads(match.group(1))
+
+
+def test_index_inlines_the_data_once_escapes_user_text_and_fetches_nothing(run):
+    run_dir, record = run
+    page = (run_dir / files.INDEX).read_text(encoding="utf-8")
+    assert page.count('type="application/json"') == 1 and page.count("<script") == 2
+    assert page.count("</script>") == 2  # the hostile prompt cannot close a script element
+    assert HOSTILE not in page and "<img" not in page
+    assert "\\u003c/script\\u003e\\u003cimg src=x onerror=alert(1)\\u003e" in page
+    assert not re.search(r"https?://", page)
+    data = embedded_json(page)
+    assert data["options"]["prompt"] == f"a red circle {HOSTILE}"
+    assert [row[1] for row in data["individuals"]] == [i["id"] for _, i in individuals(record)]
+    assert [row[2] for row in data["individuals"]] == [i["loss"] for _, i in individuals(record)]
+    assert data["best"]["prompt"] == record["best"]["prompt"]
+    assert [plot["file"] for plot in data["plots"]] == [files.CMA_PLOT, files.HISTORY_PLOT, files.LOOSENESS_PLOT]
+
+
+def test_index_stays_small_with_2000_individuals(tmp_path):
+    record = synthetic_record(generations=125, per_generation=16)
+    page = html.index_html(tmp_path, record, [], writers.best_folder(record))
+    assert len(embedded_json(page)["individuals"]) == 2000
+    assert len(page.encode()) < 1.5e6  # about 300 prompt-heavy bytes per individual and nothing per image
+
+
+def test_best_images_are_the_best_individuals(run):
+    run_dir, record = run
+    source = run_dir / writers.best_folder(record)
+    for seed in record["options"]["seeds"]:
+        assert (run_dir / files.BEST / f"seed-{seed}.png").read_bytes() == (source / f"seed-{seed}.png").read_bytes()
+
+
+class InterruptingRenderer:
+    """Renders normally, then behaves like Ctrl-C during render call number `at`."""
+
+    def __init__(self, renderer, at):
+        self.renderer, self.at, self.calls, self.seeds = renderer, at, 0, renderer.seeds
+
+    def render(self, prompts):
+        self.calls += 1
+        if self.calls == self.at:
+            raise KeyboardInterrupt
+        return self.renderer.render(prompts)
+
+
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory):
+    """A run stopped like Ctrl-C in its third generation: two generations recorded."""
+    run_dir = tmp_path_factory.mktemp("interrupted")
+    genome = build_genome("a red circle", "dark")
+    renderer = InterruptingRenderer(EmbeddedRenderer(EmbeddedModel(count=6, size=16), [0, 1, 2], steps=3), at=4)
+    job = PinningJob(genome, renderer, Objective(), small_search(generations=5), run_dir, progress=False)
+    assert run_pinning(job).status == "interrupted"
+    return run_dir
+
+
+def test_report_rebuilds_identical_files_for_an_interrupted_run(interrupted, tmp_path, capsys):
+    run_dir = shutil.copytree(interrupted, tmp_path / "run")
+    before = derived_files(run_dir)
+    assert len(read_run(run_dir)["generations"]) == 2 and files.INDEX in before and files.CMA_PLOT in before
+    for name in before:
+        (run_dir / name).unlink()
+    assert main(["report", str(run_dir)]) == 0
+    assert capsys.readouterr().out.strip() == f"report: {run_dir / files.INDEX}"
+    assert derived_files(run_dir) == before
+
+
+def test_report_of_a_crashed_run_lists_individuals_whose_images_were_never_saved(interrupted, tmp_path, capsys):
+    run_dir = shutil.copytree(interrupted, tmp_path / "run")
+    record = read_run(run_dir)
+    record["status"] = "running"  # the process died: no final record, the writer had not caught up
+    (run_dir / "run.json").write_text(json.dumps(record))
+    last = record["generations"][-1]
+    for individual in last["individuals"]:
+        (folder_of(run_dir, last, individual) / "seed-1.png").unlink()
+    (run_dir / files.INDEX).unlink()
+    assert main(["report", str(run_dir)]) == 0
+    notice = capsys.readouterr().err
+    assert "4 individuals have no saved images" in notice and last["individuals"][0]["id"] in notice
+    assert embedded_json((run_dir / files.INDEX).read_text())["status"] == "running"
+    assert (folder_of(run_dir, last, last["individuals"][0]) / files.STATS).is_file()
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "does not exist"),
+    ('{"version": 1, "options": {', "cannot be read"),
+    ("[]", "not a JSON object"),
+    ('{"options": {}, "genome": {}}', "lacks the options, the genome or the list of generations"),
+    ('{"options": {"seeds": [0], "search": {}}, "genome": {"words": [], "negative_words": [], "base_weights": []},'
+     ' "generations": [{"index": 0, "evaluations": 1, "best_loss": 1, "mean_loss": 1, "sigma": 1, "cma": {},'
+     ' "individuals": [{"id": "../../escape", "weights": [], "loss": 1, "prompt": "", "negative_prompt": ""}]}]}',
+     "not a plain folder name"),
+])
+def test_report_of_a_missing_or_corrupt_run_json_is_one_error_line_and_exit_2(tmp_path, capsys, content, message):
+    if content is not None:
+        (tmp_path / "run.json").write_text(content)
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+    assert not (tmp_path / files.INDEX).exists()
+
+
+def test_a_full_disk_fails_the_run_with_a_message_and_keeps_every_generation(tmp_path, monkeypatch, caplog):
+    write_bytes = files.write_bytes
+
+    def disk_full_for_gifs(path, data):
+        if path.name == files.GIF:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        write_bytes(path, data)
+
+    monkeypatch.setattr(files, "write_bytes", disk_full_for_gifs)
+    result = small_run(tmp_path / "run", "a red circle", generations=2)
+    record = read_run(tmp_path / "run")
+    assert result.status == record["status"] == "failed"
+    assert "report is incomplete" in record["message"] and "No space left on device" in record["message"]
+    assert "9 report job(s) failed" in record["message"]  # the baseline's GIF and each of the 8 individuals'
+    assert len(record["generations"]) == 2 and record["best"] is not None
+    assert (tmp_path / "run" / files.INDEX).is_file()
+    errors = [r for r in caplog.records if r.name == worker.__name__]
+    assert len(errors) == 1 and "No space left on device" in errors[0].getMessage()
+
+
+def test_hooks_return_at_once_and_the_writer_uses_copies(tmp_path, monkeypatch):
+    started = threading.Event()
+    release = threading.Event()
+    write_baseline = writers.write_baseline
+
+    def held_baseline(*args):  # keeps the writer busy until the test has changed what the engine handed over
+        started.set()
+        release.wait(10)
+        write_baseline(*args)
+
+    monkeypatch.setattr("lib_pinning.report.recorder.write_baseline", held_baseline)
+    record = read_run_like_record()
+    recorder = ReportRecorder(tmp_path)
+    recorder.on_start(record)
+    images = torch.rand(3, 3, 8, 8)
+    recorder.on_baseline(record, images, None)
+    started.wait(10)
+    generation = record["generations"][0]
+    began = time.perf_counter()
+    recorder.on_generation(record, generation, [images.clone() for _ in generation["individuals"]])
+    assert time.perf_counter() - began < 0.5  # nothing was encoded or plotted on the caller's thread
+    original_loss = generation["individuals"][0]["loss"]
+    generation["individuals"][0]["loss"] = 99.0
+    images.zero_()
+    release.set()
+    recorder.on_finish(record, None)
+    stats = json.loads((files.individual_dir(tmp_path, 0, "0000-000") / files.STATS).read_text())
+    assert stats["loss"] == original_loss
+    assert np.asarray(Image.open(tmp_path / files.BASELINE / "seed-0.png")).max() > 0
+
+
+def read_run_like_record():
+    record = synthetic_record(generations=1, per_generation=2, genes=3)
+    record["options"]["seeds"] = [0, 1, 2]
+    record["baseline"]["pairs"] = [[0, 1], [0, 2], [1, 2]]
+    return record
+
+
+def test_the_engine_records_reports_only_for_runs_with_a_folder(tmp_path):
+    genome = build_genome("a red circle")
+    renderer = EmbeddedRenderer(EmbeddedModel(count=6, size=16), [0, 1], steps=3)
+    with_folder = PinningRun(PinningJob(genome, renderer, Objective(), small_search(), tmp_path, progress=False))
+    without = PinningRun(PinningJob(genome, renderer, Objective(), small_search(), None, progress=False))
+    assert isinstance(with_folder.recorder, ReportRecorder)
+    assert type(without.recorder) is Recorder
+
+
+def test_the_writer_logs_the_first_failure_once_and_counts_the_rest(caplog):
+    writer = worker.BackgroundWriter()
+    for name in ("a.png", "b.png"):
+        writer.submit(name, lambda n=name: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left", n)))
+    done = []
+    writer.submit("c.png", done.append, True)
+    writer.finish()
+    assert done == [True]  # later jobs still run
+    assert writer.failure().startswith("2 report job(s) failed, the first: could not write a.png: OSError")
+    assert len([r for r in caplog.records if r.name == worker.__name__]) == 1
