@@ -164,7 +164,8 @@ class Bench:
     def noise(self, kind: str, x: torch.Tensor, seed: int) -> dict:
         """A seeded full-batch noise sampler (one row per seed), the same for the plain and Hyperbatch runs."""
         if kind == "ancestral":
-            return {"noise_sampler": SeededNoise([seed + row for row in range(len(x))], x.shape[1:], x.device).ancestral}
+            seeds = [seed + row for row in range(len(x))]
+            return {"noise_sampler": SeededNoise(seeds, x.shape[1:], x.device).ancestral}
         if kind == "brownian":
             positive = self.sigmas[self.sigmas > 0]
             tree = sampling.BrownianTreeNoiseSampler(x, float(positive.min()), float(positive.max()), seed=seed)

@@ -2,8 +2,10 @@
 
 Runs the demo's job on the embedded model (its prompt, target, batch 8, 10 steps, 64x64; fewer generations)
 with the report recorder, and side by side with the no-op Recorder, alternating, several times. Per run:
-wall time, render time, loss time, the time the recorder's hooks take on the search's thread, and the wait
-for the report at the end (on_finish: the queue's rest, the run's plots, index.html). Medians per individual.
+wall time, render time, loss time, the time the recorder's hooks take on the search's thread, the wait for
+the report at the end (on_finish: the queue's rest, the run's plots, index.html) and the process's CPU time;
+for report runs also the time `rebuild_report` takes on the finished folder (the report's work done alone).
+Medians per individual.
 
     .venv/bin/python bench/overhead.py [--generations 8] [--repeats 3] [--write]
 """
@@ -29,7 +31,7 @@ from lib_pinning.engine import PinningJob, run_pinning  # noqa: E402
 from lib_pinning.genome import build_genome  # noqa: E402
 from lib_pinning.objective import Objective  # noqa: E402
 from lib_pinning.recorder import Recorder  # noqa: E402
-from lib_pinning.report import ReportRecorder  # noqa: E402
+from lib_pinning.report import ReportRecorder, rebuild_report  # noqa: E402
 from lib_pinning.search import SearchOptions  # noqa: E402
 
 DEMO_SETTINGS = dict(steps=10, sampler="DPM++ 2M", schedule="Karras", cfg_scale=1.5)  # cli.pin's defaults
@@ -68,6 +70,8 @@ class Measurement:
     loss: float
     hooks: float
     finish: float
+    cpu: float
+    rebuild: float
 
     def per_individual(self, seconds: float) -> float:
         return 1000 * seconds / self.individuals
@@ -81,40 +85,50 @@ def measure(model: EmbeddedModel, generations: int, report: bool) -> Measurement
         job = PinningJob(build_genome(DEMO_PROMPT, DEMO_NEGATIVE), renderer, Objective(target),
                          SearchOptions(generations=generations, log=False), Path(folder),
                          {**DEMO_SETTINGS, "size": model.prototypes.shape[-1]}, progress=False, recorder=recorder)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         record = run_pinning(job).record
-        wall = time.perf_counter() - started
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+        started = time.perf_counter()
+        if report:
+            rebuild_report(folder)
+        rebuild = time.perf_counter() - started
     individuals = [i for generation in record["generations"] for i in generation["individuals"]]
     return Measurement(len(individuals), wall, sum(i["seconds_render"] for i in individuals),
-                       sum(i["seconds_loss"] for i in individuals), recorder.hooks, recorder.finish)
+                       sum(i["seconds_loss"] for i in individuals), recorder.hooks, recorder.finish, cpu, rebuild)
+
+
+def median_ms(measurements: list[Measurement], part) -> float:
+    """Median over runs of `part(measurement)`, in milliseconds per individual."""
+    return statistics.median(m.per_individual(part(m)) for m in measurements)
 
 
 def table(runs: dict[str, list[Measurement]]) -> str:
     """Milliseconds per individual (medians over repeats) and the overhead as a share of render time."""
     header = ("| recorder | wall | render | loss (ꟻLIP) | hooks on the search thread | wait at finish | rest "
-              "| not rendering / render |\n|---|---|---|---|---|---|---|---|")
+              "| process CPU | not rendering / render |\n|---|---|---|---|---|---|---|---|---|")
     rows = []
     for name, measurements in runs.items():
-        def median(part):
-            return statistics.median(m.per_individual(part(m)) for m in measurements)
-        wall, render, loss = median(lambda m: m.wall), median(lambda m: m.render), median(lambda m: m.loss)
-        hooks, finish = median(lambda m: m.hooks), median(lambda m: m.finish)
+        wall, render, loss, hooks, finish, cpu = (median_ms(measurements, lambda m, field=field: getattr(m, field))
+                                                  for field in ("wall", "render", "loss", "hooks", "finish", "cpu"))
         rest = wall - render - loss - hooks - finish
         rows.append(f"| {name} | {wall:.1f} | {render:.1f} | {loss:.1f} | {hooks:.2f} | {finish:.1f} | {rest:.1f} "
-                    f"| {100 * (wall - render) / render:.1f} % |")
+                    f"| {cpu:.1f} | {100 * (wall - render) / render:.1f} % |")
     return "\n".join([header, *rows])
 
 
 def report_cost(runs: dict[str, list[Measurement]]) -> str:
-    """What the report adds: hooks + final wait, and the wall-time difference to the no-op recorder."""
+    """What the report adds: its hooks, its final wait, its work done alone, and the wall time it adds."""
     report, plain = runs["report"], runs["none (no-op)"]
-    render = statistics.median(m.per_individual(m.render) for m in plain)
-    on_thread = statistics.median(m.per_individual(m.hooks + m.finish) for m in report)
-    extra_wall = (statistics.median(m.per_individual(m.wall) for m in report)
-                  - statistics.median(m.per_individual(m.wall) for m in plain))
-    return (f"Report on the search's thread (hooks + final wait): {on_thread:.2f} ms per individual = "
-            f"{100 * on_thread / render:.1f} % of render time; wall time with the report minus without: "
-            f"{extra_wall:.1f} ms per individual = {100 * extra_wall / render:.1f} % of render time.")
+    render = median_ms(plain, lambda m: m.render)
+
+    def share(milliseconds: float) -> str:
+        return f"{milliseconds:.2f} ms per individual = {100 * milliseconds / render:.1f} % of render time"
+
+    extra_wall = median_ms(report, lambda m: m.wall) - median_ms(plain, lambda m: m.wall)
+    return (f"Hooks on the search's thread: {share(median_ms(report, lambda m: m.hooks))}. Wait at the end of the "
+            f"run: {share(median_ms(report, lambda m: m.finish))}. The report's work done alone (rebuild_report "
+            f"on the finished run): {share(median_ms(report, lambda m: m.rebuild))}. Wall time with the report "
+            f"minus without: {share(extra_wall)}.")
 
 
 def main() -> None:

@@ -6,7 +6,8 @@ is WebUI-free; the A1111 bridge plugs in its own row selector (conditioning obje
 The schedule. `schedule(B, steps)` is the original extension's even doubling schedule: with
 L = ceil(log2 B) forks and d = max(1, steps // (L + 1)), level j (j = 1..L) starts at step max(0, j·d − 1)
 with min(2^j, B) rows, so 20 steps at B = 8 give 4 steps at 1 row, 5 at 2, 5 at 4 and 6 at 8. For a B that is
-not a power of two the last fork adds only the leftover rows (B = 7: 1, 2, 4, 7). When steps ≤ floor(log2 B)
+not a power of two the last fork adds only the leftover rows (B = 7: 1, 2, 4, 7, in the same 4, 5, 5, 6 steps;
+the original made the leftover fork an extra, shorter segment: 5, 6, 6, 3). When steps ≤ floor(log2 B)
 there is no room to fork: every step runs the whole batch (plain sampling) and a HyperbatchFallbackWarning
 says so.
 
