@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import platform
-import sys
 import time
 from datetime import date
-from pathlib import Path
 
 import numpy as np
-import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchlib import append_section, machine
 
 from lib_pinning.embedded import EmbeddedModel, EmbeddedRenderer  # noqa: E402
 from lib_pinning.genome import build_genome  # noqa: E402
@@ -38,7 +34,8 @@ METHODS = {
     "original default (radius 0.25, sigma 0.05)": SearchOptions(init_radius=0.25, sigma=0.05),
     "centred, sigma 0.05": SearchOptions(init_radius=0.0, sigma=0.05),
     "centred, sigma 0.25": SearchOptions(init_radius=0.0, sigma=0.25),
-    "radius 0.25, sigma 0.25": SearchOptions(init_radius=0.25, sigma=0.25),
+    "centred, sigma 0.5": SearchOptions(init_radius=0.0, sigma=0.5),
+    "centred, sigma 1": SearchOptions(init_radius=0.0, sigma=1.0),
 }
 RANDOM_SEARCH = "random search (uniform in [-1, 1]^N)"
 
@@ -119,12 +116,6 @@ def table(results: dict[str, list[int]], budget: int) -> str:
     return "\n".join(lines)
 
 
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return f"{torch.get_num_threads()} threads, {cpu}, torch {torch.__version__}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
@@ -144,18 +135,7 @@ def main() -> None:
                    f"evaluations, threshold = half the unperturbed prompt's loss; embedded model {args.size}x"
                    f"{args.size}, batch {args.batch}, {args.steps} steps DPM++ 2M "
                    f"({time.perf_counter() - started:.0f} s).\n\n{text}\n")
-        append_section(Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md", "## efficiency", section)
-
-
-def append_section(path: Path, heading: str, section: str) -> None:
-    """Append `section` under `heading` (created at the end of the file when missing)."""
-    text = path.read_text() if path.exists() else ""
-    if heading not in text:
-        text = text.rstrip("\n") + f"\n\n{heading}\n"
-    start = text.index(heading)
-    following = text.find("\n## ", start + len(heading))
-    end = len(text) if following == -1 else following
-    path.write_text(text[:end].rstrip("\n") + "\n" + section + text[end:])
+        append_section("## efficiency", section)
 
 
 if __name__ == "__main__":

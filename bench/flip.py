@@ -11,18 +11,14 @@ under `## flip` in docs/BENCHMARKS.md.
 import argparse
 import datetime
 import os
-import platform
 import statistics
-import sys
 import time
 from importlib.metadata import version
-from pathlib import Path
 
 import numpy as np
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
+from benchlib import append_section, cpu_model
 
 import flip_evaluator  # noqa: E402
 
@@ -31,7 +27,6 @@ from lib_pinning.flip import FlipImages  # noqa: E402
 SIZE = 512
 IMAGE_COUNT = 16
 MIN_ORACLE_PAIRS = 50
-BENCHMARKS_FILE = REPO_ROOT / "docs" / "BENCHMARKS.md"
 SECTION = "## flip"
 
 
@@ -114,16 +109,6 @@ def core_count():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
-def cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def markdown_section(rows, agreement, args, load_before):
     date = datetime.date.today().isoformat()
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
@@ -143,19 +128,6 @@ def markdown_section(rows, agreement, args, load_before):
         "",
     ]
     return "\n".join(lines)
-
-
-def append_to_benchmarks(section_text):
-    """Insert `section_text` at the end of the `## flip` section (created at the end of the file if missing)."""
-    lines = BENCHMARKS_FILE.read_text().splitlines() if BENCHMARKS_FILE.exists() else []
-    if SECTION not in lines:
-        lines += ["", SECTION, ""]
-    start = lines.index(SECTION)
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    while end > start + 1 and not lines[end - 1].strip():
-        end -= 1
-    lines[end:end] = ["", *section_text.rstrip("\n").splitlines()]
-    BENCHMARKS_FILE.write_text("\n".join(lines).rstrip("\n") + "\n")
 
 
 def device_label(device_type):
@@ -211,8 +183,8 @@ def main():
     section = markdown_section(rows, agreement, args, load_before)
     print(section)
     if args.write:
-        append_to_benchmarks(section)
-        print(f"appended to {BENCHMARKS_FILE}")
+        append_section(SECTION, section)
+        print("appended to docs/BENCHMARKS.md")
 
 
 if __name__ == "__main__":

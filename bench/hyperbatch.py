@@ -23,13 +23,9 @@ hyperbatch_efficiency_plots.png at the repository root from these measurements.
 
 import argparse
 import datetime
-import os
-import platform
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import matplotlib
 
@@ -40,14 +36,12 @@ from diffusers import UNet2DConditionModel  # noqa: E402
 from k_diffusion import sampling  # noqa: E402
 from k_diffusion.external import DiscreteEpsDDPMDenoiser  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
+from benchlib import ROOT, append_section, machine  # noqa: E402
 
 from lib_pinning import hyperbatch as hb  # noqa: E402
 from lib_pinning.noise import SeededNoise  # noqa: E402
 
-BENCHMARKS_FILE = REPO_ROOT / "docs" / "BENCHMARKS.md"
-PLOT_FILE = REPO_ROOT / "hyperbatch_efficiency_plots.png"
+PLOT_FILE = ROOT / "hyperbatch_efficiency_plots.png"
 SECTION = "## hyperbatch"
 STEPS = 20
 CFG_SCALE = 7.0
@@ -284,27 +278,6 @@ def tables(costs, speedups, curves, fork_steps, segmenting) -> str:
     return "\n".join(lines)
 
 
-def machine(device: torch.device) -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    gpu = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
-    return (f"nproc {os.cpu_count()}, {cpu}, torch {torch.__version__}, device {device}{gpu}, "
-            f"{torch.get_num_threads()} torch thread(s)")
-
-
-def append_section(text: str) -> None:
-    """Append `text` at the end of the `## hyperbatch` section (created at the end of the file when missing)."""
-    lines = BENCHMARKS_FILE.read_text().splitlines() if BENCHMARKS_FILE.exists() else []
-    if SECTION not in lines:
-        lines += ["", SECTION, ""]
-    start = lines.index(SECTION)
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    while end > start + 1 and not lines[end - 1].strip():
-        end -= 1
-    lines[end:end] = ["", *text.rstrip("\n").splitlines(), ""]
-    BENCHMARKS_FILE.write_text("\n".join(lines).rstrip("\n") + "\n")
-
-
 def plot(costs, speedups, curves, fork_steps, title: str) -> None:
     figure, (cost_axes, speed_axes, diversity_axes) = plt.subplots(1, 3, figsize=(17, 5))
     rows = list(costs)
@@ -374,10 +347,10 @@ def main() -> None:
                   f"{STEPS} Karras steps, medians of {bench.repeats} repeats after a warm-up, "
                   f"{'wall time' if gpu else 'CPU time of the process (shared cores)'} "
                   f"({time.perf_counter() - started:.0f} s in all).\n")
-        append_section(header + "\n" + text)
+        append_section(SECTION, header + "\n" + text)
         plot(costs, speedups, curves, fork_steps, f"Hyperbatch on {machine(device)}: {profile.name} UNet, "
              f"{profile.latent_size}² latents, CFG {CFG_SCALE:g}")
-        print(f"wrote {BENCHMARKS_FILE.relative_to(REPO_ROOT)} and {PLOT_FILE.name}")
+        print(f"wrote docs/BENCHMARKS.md and {PLOT_FILE.name}")
 
 
 if __name__ == "__main__":

@@ -15,16 +15,14 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchlib import append_section, machine
 
-from efficiency import append_section, machine  # noqa: E402  (the bench scripts' shared section writer)
 from lib_pinning.cli import DEMO_NEGATIVE, DEMO_PROMPT, demo_target  # noqa: E402
 from lib_pinning.embedded import EmbeddedModel, EmbeddedRenderer  # noqa: E402
 from lib_pinning.engine import PinningJob, run_pinning  # noqa: E402
@@ -152,7 +150,7 @@ def main() -> None:
                    f"Demo job on the embedded model (64x64, batch {BATCH}, {DEMO_SETTINGS['steps']} steps "
                    f"{DEMO_SETTINGS['sampler']}), {args.generations} generations = {individuals} individuals, "
                    f"medians of {args.repeats} alternating runs per recorder; ms per individual.\n\n{text}\n")
-        append_section(Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md", "## overhead", section)
+        append_section("## overhead", section)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import torch
 from .embedded import EmbeddedModel, EmbeddedRenderer
 from .engine import PinningJob, RunResult, prepare_run_dir, run_pinning
 from .genome import GRANULARITIES, PromptError, build_genome
+from .hyperbatch import WEIGHT_KINDS, HyperbatchWeights
 from .objective import LOSS_MODES, Objective, TargetError, load_targets
 from .report import ReportError, rebuild_report
 from .samplers import SAMPLERS, SCHEDULES
@@ -40,7 +41,9 @@ def pin(prompt: str, negative_prompt: str = "", *, out: str | Path | None = None
         schedule: str = "Karras", cfg_scale: float = 3.0, seed: int = 0, loss_mode: str = "pairwise",
         granularity: str = "word", search: SearchOptions | None = None, prototypes: int = 16,
         size: int = 64, model_seed: int = 0, device: str = "cpu", progress: bool = True,
-        target_images: torch.Tensor | None = None, fork_strength: float = 1.0) -> RunResult:
+        target_images: torch.Tensor | None = None, fork_strength: float = 1.0, hyperbatch_weights: bool = True,
+        hyperbatch_weight_type: str = "Geometric", hyperbatch_weight_scale: float = 1.0,
+        hyperbatch_force: bool = False) -> RunResult:
     """Pin `prompt` on the embedded model. Every input is checked before anything is rendered or written."""
     if batch < 2:
         raise UsageError(f"batch size must be at least 2 (the loss compares images), got {batch}")
@@ -60,7 +63,11 @@ def pin(prompt: str, negative_prompt: str = "", *, out: str | Path | None = None
         loaded, notices = load_targets(list(targets), (size, size))
         for notice in notices:
             print(f"notice: {notice}", file=sys.stderr)
-    objective = Objective(loaded.to(torch_device) if loaded is not None else None, loss_mode)
+    weighting = None
+    if hyperbatch_weights:
+        weighting = HyperbatchWeights(hyperbatch_weight_type, hyperbatch_weight_scale, steps, hyperbatch_force)
+        weighting = weighting if weighting.applies_to(sampler) else None
+    objective = Objective(loaded.to(torch_device) if loaded is not None else None, loss_mode, weighting)
     if genome.frozen:
         print(f"notice: passed through unchanged: {', '.join(genome.frozen)}", file=sys.stderr)
     run_dir = Path(out) if out is not None else None
@@ -69,6 +76,7 @@ def pin(prompt: str, negative_prompt: str = "", *, out: str | Path | None = None
     record = {"prompt": prompt, "negative_prompt": negative_prompt, "targets": [str(t) for t in targets],
               "batch_size": batch, "steps": steps, "sampler": sampler, "schedule": schedule,
               "cfg_scale": cfg_scale, "fork_strength": fork_strength, "seed": seed, "granularity": granularity,
+              "hyperbatch_weights": None if weighting is None else dataclasses.asdict(weighting),
               "model": "embedded", "prototypes": prototypes, "size": size, "model_seed": model_seed,
               "device": str(torch_device)}
     job = PinningJob(genome, renderer, objective, search, run_dir, record, progress=progress)
@@ -141,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
     pin_parser.add_argument("--fork-strength", dest="fork_strength", type=float, default=1.0,
                             help="Hyperbatch samplers: noise a fork gives each child, as the eta of one ancestral "
                                  "step (0: copies; 1: default)")
+    pin_parser.add_argument("--no-hyperbatch-weights", dest="hyperbatch_weights", action="store_false",
+                            help="Hyperbatch samplers: score with the plain loss, not level by level")
+    pin_parser.add_argument("--hyperbatch-weight-type", dest="hyperbatch_weight_type", choices=WEIGHT_KINDS,
+                            default="Geometric", help="how the tree levels are weighted (Geometric)")
+    pin_parser.add_argument("--hyperbatch-weight-scale", dest="hyperbatch_weight_scale", type=float, default=1.0)
+    pin_parser.add_argument("--hyperbatch-force", dest="hyperbatch_force", action="store_true",
+                            help="weight the loss by the Hyperbatch tree even with a plain sampler")
     pin_parser.add_argument("--seed", type=int, default=0, help="first image seed; image i uses seed+i (0)")
     pin_parser.add_argument("--loss", dest="loss_mode", choices=LOSS_MODES, default="pairwise")
     pin_parser.add_argument("--granularity", choices=GRANULARITIES, default="word",
@@ -199,7 +214,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             result = pin(args.prompt, args.negative, out=args.out, targets=args.target, batch=args.batch,
                          steps=args.steps, sampler=args.sampler, schedule=args.schedule, cfg_scale=args.cfg_scale,
-                         fork_strength=args.fork_strength,
+                         fork_strength=args.fork_strength, hyperbatch_weights=args.hyperbatch_weights,
+                         hyperbatch_weight_type=args.hyperbatch_weight_type,
+                         hyperbatch_weight_scale=args.hyperbatch_weight_scale, hyperbatch_force=args.hyperbatch_force,
                          seed=args.seed, loss_mode=args.loss_mode, granularity=args.granularity,
                          search=_search_options(args), prototypes=args.prototypes, size=args.size,
                          model_seed=args.model_seed, device=args.device)

@@ -9,30 +9,36 @@ negative_prompt, weights, generation}, status running|done|interrupted|failed (+
 from __future__ import annotations
 
 import json
-import math
 import os
-import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 RUN_FILE = "run.json"
 FORMAT_VERSION = 1
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON so that readers see either the old file or the new one, never half of one."""
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write through a temporary file in the same folder, then rename: readers see the old file or the new one.
+
+    The temporary name is per process and thread (not mkstemp, whose files are private to the owner: run
+    folders are for sharing, e.g. served by the WebUI).
+    """
     path = Path(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(data, stream, indent=1, allow_nan=False, default=_jsonable)
+        temporary.write_bytes(data)
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: str | Path, data) -> None:
+    write_bytes_atomic(path, json.dumps(data, indent=1, allow_nan=False, default=_jsonable).encode("utf-8"))
 
 
 def _jsonable(value):
@@ -48,25 +54,3 @@ def _jsonable(value):
 def read_run(run_dir: str | Path) -> dict:
     with open(Path(run_dir) / RUN_FILE, encoding="utf-8") as stream:
         return json.load(stream)
-
-
-def finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
-def save_images(images: torch.Tensor, folder: Path, names: list[str], infotext: str | None = None) -> list[Path]:
-    """Save (N, 3, H, W) images in [0, 1] as PNGs; the infotext goes into each PNG's `parameters` text chunk."""
-    from PIL.PngImagePlugin import PngInfo
-
-    folder.mkdir(parents=True, exist_ok=True)
-    pixels = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    paths = []
-    for array, name in zip(pixels, names):
-        metadata = None
-        if infotext is not None:
-            metadata = PngInfo()
-            metadata.add_text("parameters", infotext)
-        path = folder / f"{name}.png"
-        Image.fromarray(array).save(path, pnginfo=metadata)
-        paths.append(path)
-    return paths

@@ -158,3 +158,16 @@ def test_cli_pin_with_a_target_file(tmp_path, capsys):
     assert "pinned prompt: " in captured.out
     record = json.loads((tmp_path / "run" / "run.json").read_text())
     assert record["status"] == "done" and record["options"]["search"]["lambda_"] == 3
+
+
+def test_hyperbatch_weights_apply_to_hyperbatch_samplers_unless_switched_off():
+    common = dict(search=small_search(generations=1), **SMALL)
+    weighted = pin("a red circle", sampler="DPM++ 2M Hyperbatch", **common).record
+    plain = pin("a red circle", sampler="DPM++ 2M Hyperbatch", hyperbatch_weights=False, **common).record
+    assert weighted["options"]["hyperbatch_weights"]["kind"] == "Geometric"
+    assert plain["options"]["hyperbatch_weights"] is None
+    assert weighted["baseline"]["loss"] != plain["baseline"]["loss"]
+    # A plain sampler is weighted only when forced, as the original's "force allowed" switch did.
+    assert pin("a red circle", **common).record["options"]["hyperbatch_weights"] is None
+    forced = pin("a red circle", hyperbatch_force=True, hyperbatch_weight_type="Polynomial", **common).record
+    assert forced["options"]["hyperbatch_weights"]["kind"] == "Polynomial"

@@ -6,10 +6,10 @@ file that a later `python -m lib_pinning report` would choke on.
 
 from __future__ import annotations
 
-import json
-import os
-import threading
 from pathlib import Path
+
+from ..runfile import write_bytes_atomic as write_bytes  # noqa: F401  (the report's writers use these names)
+from ..runfile import write_json_atomic as write_json  # noqa: F401
 
 INDEX = "index.html"
 CMA_PLOT = "cma_plot.png"
@@ -36,21 +36,3 @@ def individual_dir(run_dir: Path, generation: int, individual_id: str) -> Path:
 
 def image_name(seed: int) -> str:
     return f"seed-{seed}.png"
-
-
-def write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same folder, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Named per process and thread (not mkstemp, whose files are private to the owner: these are for sharing).
-    temporary = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
-    try:
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, data) -> None:
-    write_bytes(path, json.dumps(data, indent=1, allow_nan=False).encode("utf-8"))
