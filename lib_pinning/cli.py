@@ -110,9 +110,9 @@ def _add_search_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("CMA-ES (defaults: the original extension's formulas)")
     group.add_argument("--cma-seed", dest="cma_seed", type=int, help="seed of the CMA sampling (default: --seed)")
     group.add_argument("--generations", type=int, help="number of generations (default 16*floor(ln N), >= 16)")
-    group.add_argument("--sigma", type=float, help="initial population standard deviation (0.05)")
+    group.add_argument("--sigma", type=float, help="initial population standard deviation (0.5; original 0.05)")
     group.add_argument("--init-radius", dest="init_radius", type=float,
-                       help="initial centroid drawn uniformly within +-radius of the prompt (0.25)")
+                       help="initial centroid drawn uniformly within +-radius of the prompt (0; original 0.25)")
     group.add_argument("--lambda", dest="lambda_", type=int, help="children per generation (4 + 3 ln N)")
     group.add_argument("--mu", type=int, help="parents kept per generation (lambda / 2)")
     group.add_argument("--weights", choices=WEIGHT_SCHEMES, help="recombination weights (superlinear)")
