@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -103,7 +104,19 @@ def _search_options(args: argparse.Namespace) -> SearchOptions:
     values = {name: getattr(args, name) for name in fields if getattr(args, name, None) is not None}
     values.setdefault("cma_seed", args.seed)
     values["log"] = not args.quiet
+    if args.cmatrix is not None:
+        values["cmatrix"] = _matrix(args.cmatrix)
     return SearchOptions(**values)
+
+
+def _matrix(text: str) -> list[list[float]]:
+    """--cmatrix: a JSON list of rows, given inline or as the path of a .json file."""
+    try:
+        source = Path(text).read_text() if text.endswith(".json") else text
+        matrix = json.loads(source)
+        return [[float(value) for value in row] for row in matrix]
+    except (OSError, ValueError, TypeError) as error:
+        raise UsageError(f"--cmatrix must be a JSON list of rows (or a .json file holding one): {error}") from None
 
 
 def _add_search_flags(parser: argparse.ArgumentParser) -> None:
@@ -122,6 +135,8 @@ def _add_search_flags(parser: argparse.ArgumentParser) -> None:
                        help="> 0: multi-objective CMA-ES keeping genes within this distance of the prompt (0)")
     group.add_argument("--size-limit-error", dest="size_limit_error", type=float, help="tolerance (limit/100)")
     group.add_argument("--size-limit-weight", dest="size_limit_weight", type=float, help="penalty (limit*10)")
+    group.add_argument("--cmatrix", help="initial covariance matrix, a JSON list of N rows or a .json file "
+                       "(identity)")
     group.add_argument("--quiet", action="store_true", help="do not print the CMA logbook")
 
 

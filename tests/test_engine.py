@@ -136,10 +136,12 @@ def test_should_stop_ends_the_run_between_generations(tmp_path):
     (["--batch", "1"], "batch size"),
     (["--mu", "50"], "mu"),
     (["--prompt", "<lora:x:1> BREAK"], "no words"),
+    (["--cmatrix", "[[1, 0], [0"], "--cmatrix"),
+    (["--cmatrix", "[[1, 0], [0, 1]]"], "cmatrix must be 3x3"),
 ])
 def test_bad_input_is_one_clear_line_and_writes_nothing(tmp_path, capsys, args, message):
     argv = ["pin", "--prompt", "a red circle", "--out", str(tmp_path / "run"), "--size", "16", "--quiet"]
-    code = main(argv + [a.replace("{tmp}", str(tmp_path)) for a in args])
+    code = main(argv + [a.replace("{tmp}", str(tmp_path)) for a in args])  # later --prompt wins
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
