@@ -15,9 +15,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .genome import parse_attention, split_words
+from .emphasis import parse_attention
 from .noise import SeededNoise
 from .samplers import sample, sampler_spec, sigmas
+from .words import split_words
 
 # Noise range of the sampler schedule. sigma_max is large against the prototypes' norm so that x_T ~ N(0,
 # sigma_max^2 I) is close to the true noised mixture, as it must be for the sampler to reproduce the prior.

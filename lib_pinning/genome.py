@@ -10,9 +10,11 @@ A1111 (v1.10.1) reads a positive prompt in this order, and this module mirrors e
 5. CLIP tokenizes every fragment on its own.
 
 The negative prompt goes through steps 3-5 only (A1111 keeps `AND` and `<...>` there as text).
+`frozen_syntax` recognizes the syntax of steps 1-3, `emphasis` reimplements step 4, and `words` splits text
+into the units of step 5.
 
-A *word* is a run of text CLIP never splits across (letters, one digit, a run of other characters), so
-`(word:w)` re-tokenizes to the same tokens. Everything else passes through verbatim and is never evolved:
+A *word* (see `words`) is a run of text CLIP never splits across, so `(word:w)` re-tokenizes to the same
+tokens. Everything else passes through verbatim and is never evolved:
 the syntax above (a part inside emphasis is wrapped as `(part:m)` to keep it), words with a negative
 weight (|base + gene| would flip them) and words glued to a frozen part without whitespace (they may share
 CLIP units with its text). `Genome.frozen` lists them once, for a notice.
@@ -22,18 +24,17 @@ from __future__ import annotations
 
 import math
 import re
-import unicodedata
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Iterable, Sequence, Union
 
+from .emphasis import Frozen, PromptError, Run, Segment, emphasis_runs, merge_equal_weights
+from .frozen_syntax import AND, EXTRA_NETWORK, SUBPROMPT, construct_spans
+from .words import pieces, split_words
+
 POSITIVE = "positive"
 NEGATIVE = "negative"
 GRANULARITIES = ("word", "tag")
-
-
-class PromptError(ValueError):
-    """A prompt that cannot be pinned (no words, or a weight A1111 itself cannot read)."""
 
 
 @dataclass(frozen=True)
@@ -47,344 +48,9 @@ class Gene:
 
 
 # --------------------------------------------------------------------------------------------------
-# Emphasis: A1111's parse_prompt_attention, reimplemented.
-
-_ROUND = 1.1
-_SQUARE = 1 / 1.1
-# One lexeme of emphasis syntax, in A1111's order of preference.
-_EMPHASIS_LEXEME = re.compile(
-    r"""\\[()\[\]\\]             # escaped literal
-      | \\                       # lone backslash: dropped
-      | [(\[]
-      | :\s*([+-]?[.\d]+)\s*\)   # closes a round bracket with an explicit weight
-      | [)\]]
-      | [^\\()\[\]:]+
-      | :""",
-    re.X,
-)
-_BREAK = re.compile(r"\s*\bBREAK\b\s*")
-
-
-@dataclass(frozen=True)
-class _Frozen:
-    """A part that is never evolved. `multiplier` is the emphasis around it (None: outside emphasis)."""
-
-    text: str
-    multiplier: float | None = None
-
-
-@dataclass
-class _Run:
-    """One entry of A1111's emphasis result; `origins` holds the source offset of each character."""
-
-    text: str
-    weight: float
-    origins: list[int]
-    atom: _Frozen | None = None  # a frozen part taking the emphasis of its place
-    swallowed: tuple[tuple[int, str], ...] = ()  # whitespace around a BREAK: (offset, character)
-
-    def merge(self, other: _Run) -> None:
-        self.text += other.text
-        self.origins += other.origins
-
-
-_Segment = tuple[int, Union[str, _Frozen]]  # (source offset, emphasis syntax or a frozen part)
-
-
-def parse_attention(text: str) -> list[tuple[str, float]]:
-    """The (fragment, weight) pairs A1111's parse_prompt_attention gives; a BREAK is ("BREAK", -1)."""
-    merged = _merge_equal_weights(_emphasis_runs([(0, text)])) or [_Run("", 1.0, [])]
-    return [(run.text, run.weight) for run in merged]
-
-
-def _emphasis_runs(segments: Sequence[_Segment]) -> list[_Run]:
-    """The weighted runs of `segments`, before A1111 merges equal neighbours."""
-    runs: list[_Run] = []
-    rounds: list[int] = []
-    squares: list[int] = []
-
-    def scale(start: int, factor: float) -> None:
-        for run in runs[start:]:
-            run.weight *= factor
-
-    for offset, part in segments:
-        if isinstance(part, _Frozen):
-            runs.append(_Run("", 1.0, [offset], atom=part))
-            continue
-        for match in _EMPHASIS_LEXEME.finditer(part):
-            lexeme, weight, at = match.group(), match.group(1), offset + match.start()
-            if lexeme.startswith("\\"):
-                runs.append(_Run(lexeme[1:], 1.0, [at + 1] if len(lexeme) == 2 else []))
-            elif lexeme in ("(", "["):
-                (rounds if lexeme == "(" else squares).append(len(runs))
-            elif weight is not None and rounds:
-                scale(rounds.pop(), _read_weight(weight))
-            elif lexeme == ")" and rounds:
-                scale(rounds.pop(), _ROUND)
-            elif lexeme == "]" and squares:
-                scale(squares.pop(), _SQUARE)
-            else:
-                _append_text(lexeme, at, runs)
-    for start in rounds:  # unclosed brackets weight everything after them, rounds first as in A1111
-        scale(start, _ROUND)
-    for start in squares:
-        scale(start, _SQUARE)
-    return runs
-
-
-def _read_weight(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:  # A1111 fails the same way on e.g. "(x:1.2.3)"
-        raise PromptError(f"A1111 cannot read the emphasis weight {text!r}") from None
-
-
-def _append_text(text: str, at: int, runs: list[_Run]) -> None:
-    """Plain text, with each BREAK as a ("BREAK", -1) run that emphasis scales like any other."""
-    start = 0
-    for match in _BREAK.finditer(text):
-        runs.append(_Run(text[start : match.start()], 1.0, list(range(at + start, at + match.start()))))
-        keyword = match.start() + match.group().index("BREAK")
-        swallowed = tuple((at + i, text[i]) for i in range(match.start(), match.end()) if text[i].isspace())
-        runs.append(_Run("BREAK", -1, list(range(at + keyword, at + keyword + 5)), swallowed=swallowed))
-        start = match.end()
-    runs.append(_Run(text[start:], 1.0, list(range(at + start, at + len(text)))))
-
-
-def _merge_equal_weights(runs: list[_Run]) -> list[_Run]:
-    """Join neighbours of equal weight, as A1111 does before tokenizing (frozen parts stay apart)."""
-    merged: list[_Run] = []
-    for run in runs:
-        last = merged[-1] if merged else None
-        if last and not last.atom and not run.atom and last.weight == run.weight:
-            last.merge(run)
-        else:
-            merged.append(replace(run, origins=list(run.origins)))
-    return merged
-
-
-# --------------------------------------------------------------------------------------------------
-# Words: CLIP's pre-tokenization (lower-cased, after ftfy) without ever cutting inside one of its units.
-
-_CONTRACTIONS = ("'s", "'t", "'re", "'ve", "'m", "'ll", "'d")
-_SPECIAL_TOKENS = ("<|startoftext|>", "<|endoftext|>")
-# An HTML character reference: CLIP's text cleaning may decode it, so it sticks to its neighbours.
-_ENTITY = re.compile(r"&(?:amp;)*#?\w+;?")
-
-
-def _ftfy_table() -> dict[int, str | None]:
-    """The per-character part of ftfy.fix_text, which CLIP runs first: quotes, widths, ligatures, C1 and
-    control characters (its mojibake repair is not per character and is left out)."""
-    table: dict[int, str | None] = {code: "'" for code in (0x02BC, 0x2018, 0x2019, 0x201A, 0x201B)}
-    table.update({code: '"' for code in range(0x201C, 0x2020)})
-    table.update({code: unicodedata.normalize("NFKC", chr(code)) for code in range(0xFF01, 0xFFF0)})
-    table[0x3000] = " "
-    ligatures = (0x132, 0x133, 0x149, *range(0x1C4, 0x1CD), *range(0x1F1, 0x1F4), *range(0xFB00, 0xFB07))
-    table.update({code: unicodedata.normalize("NFKC", chr(code)).replace("\u02bc", "'") for code in ligatures})
-    table.update({code: bytes([code]).decode("cp1252", "ignore") or chr(code) for code in range(0x80, 0xA0)})
-    removed = [*range(0x00, 0x09), 0x0B, *range(0x0E, 0x20), 0x7F, *range(0x206A, 0x2070), 0xFEFF]
-    table.update({code: None for code in [*removed, *range(0xFFF9, 0xFFFD)]})
-    return table
-
-
-_FTFY = _ftfy_table()
-
-
-def split_words(text: str, embeddings: Iterable[str] = ()) -> list[str]:
-    """CLIP's pre-tokenization units of plain text, in the original spelling; no unit is ever cut.
-
-    Each occurrence of an `embeddings` name (textual inversion) stays one word: A1111 finds an embedding
-    by its tokens inside one fragment.
-    """
-    return [text[start:end] for start, end, is_word in _pieces(text, tuple(embeddings)) if is_word]
-
-
-def _pieces(text: str, embeddings: tuple[str, ...] = ()) -> list[tuple[int, int, bool]]:
-    """Cover `text` with (start, end, is_word) pieces; non-words are whitespace or characters CLIP drops."""
-    clusters = _clusters(text)
-    cleaned = [_clean(text[start:end]) for start, end, _ in clusters]
-    inside_unit = {at for start, end in _clip_units("".join(cleaned)) for at in range(start + 1, end)}
-    pieces: list[tuple[int, int, bool]] = []
-    at = 0
-    after_text = after_entity = False  # what the last cluster CLIP sees was (deleted controls are unseen)
-    for k, (start, end, is_entity) in enumerate(clusters):
-        is_text = bool(cleaned[k].strip())
-        if at in inside_unit or (is_text and after_text and (is_entity or after_entity)):
-            while not pieces[-1][2]:  # unseen controls in between join the word
-                pieces.pop()
-            pieces[-1] = (pieces[-1][0], end, True)
-        else:
-            pieces.append((start, end, is_text))
-        if cleaned[k]:
-            after_text, after_entity = is_text, is_entity and is_text
-        at += len(cleaned[k])
-    return _join_names(text, pieces, embeddings)
-
-
-def _join_names(text: str, pieces: list[tuple[int, int, bool]], names: tuple[str, ...]) -> list[tuple[int, int, bool]]:
-    """Merge the pieces that spell one of `names` (case-insensitive, starting and ending on piece bounds)."""
-    starts, ends = {start for start, _, _ in pieces}, {end for _, end, _ in pieces}
-    spans = [m.span() for name in names if name.strip() for m in re.finditer(re.escape(name), text, re.I)]
-    joined: list[tuple[int, int, bool]] = []
-    for start, end, is_word in pieces:
-        inside = any(s in starts and e in ends and s < start < e for s, e in spans)
-        if inside:
-            joined[-1] = (joined[-1][0], end, True)
-        else:
-            joined.append((start, end, is_word))
-    return joined
-
-
-def _clusters(text: str) -> list[tuple[int, int, bool]]:
-    """(start, end, is_entity): single characters or HTML entities, each with its combining marks."""
-    clusters = []
-    entities = _entity_spans(text)
-    start = 0
-    while start < len(text):
-        end = entities.get(start, start + 1)
-        if not text[start].isspace():
-            end = _after_marks(text, end, entities)
-        clusters.append((start, end, start in entities))
-        start = end
-    return clusters
-
-
-def _after_marks(text: str, end: int, entities: dict[int, int]) -> int:
-    """`end` moved over the combining marks NFC may fuse into the character before, also across controls
-    that ftfy deletes."""
-    while True:
-        mark = end
-        while mark < len(text) and mark not in entities and _deleted(text[mark]):
-            mark += 1
-        if mark == len(text) or mark in entities or unicodedata.category(text[mark])[0] != "M":
-            return end
-        end = mark + 1
-
-
-def _entity_spans(text: str) -> dict[int, int]:
-    """Start -> end of each HTML character reference, found as CLIP sees the text: without deleted controls."""
-    visible = [at for at, char in enumerate(text) if not _deleted(char)]
-    seen = "".join(text[at] for at in visible)
-    return {visible[m.start()]: visible[m.end() - 1] + 1 for m in _ENTITY.finditer(seen)}
-
-
-def _deleted(char: str) -> bool:
-    return _FTFY.get(ord(char), "") is None
-
-
-def _clean(cluster: str) -> str:
-    return unicodedata.normalize("NFC", cluster.translate(_FTFY)).lower()
-
-
-def _char_class(char: str) -> str:
-    if char.isspace():
-        return " "
-    category = unicodedata.category(char)[0]
-    return category if category in "LN" else "P"
-
-
-def _clip_units(text: str) -> list[tuple[int, int]]:
-    """Spans of CLIP's regex `special|'s|'t|'re|'ve|'m|'ll|'d|[\\p{L}]+|[\\p{N}]|[^\\s\\p{L}\\p{N}]+`."""
-    units = []
-    start = 0
-    while start < len(text):
-        kind = _char_class(text[start])
-        fixed = next((t for t in _SPECIAL_TOKENS + _CONTRACTIONS if text.startswith(t, start)), None)
-        if fixed:
-            end = start + len(fixed)
-        elif kind == " ":
-            start += 1
-            continue
-        elif kind == "N":
-            end = start + 1
-        else:
-            end = start + 1
-            while end < len(text) and _char_class(text[end]) == kind:
-                end += 1
-        units.append((start, end))
-        start = end
-    return units
-
-
-# --------------------------------------------------------------------------------------------------
-# Frozen syntax: extra networks, AND, prompt editing and alternation.
-
-_EXTRA_NETWORK = re.compile(r"<\w+:[^>]+>")
-_AND = re.compile(r"\bAND\b")
-_KEYWORD_START = re.compile(r"\b(?:A(?=ND\b)|B(?=REAK\b))")  # first letter of an AND or a BREAK
-# A sub-prompt: its text, then optional whitespace, ":weight" and whitespace (A1111's re_weight).
-_SUBPROMPT = re.compile(r"(.*?)\s*(?::\s*[-+]?(?:\d+\.?|\d*\.\d+))?\s*", re.S)
-_SPACE_OR_TEXT = re.compile(r"\s|\S(?:.*\S)?", re.S)
-# What may follow the last ":" of [a:b:n]: lark's SIGNED_NUMBER between optional whitespace.
-_WHEN = re.compile(r"\s*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*")
-
-
-def _construct_spans(text: str) -> list[tuple[int, int]]:
-    """Outermost `[a:b:n]` / `[a|b]` spans as A1111's schedule grammar reads `text`; none if it rejects it.
-
-    Inside a bracket group every bracket must pair up; at the top level stray brackets and colons are text,
-    but a `|` outside alternation or a backslash ending the text (or a line) fails the whole parse.
-    """
-    found: list[tuple[int, int]] = []
-    open_groups: list[tuple[int, list[int]]] = []  # (position, positions of its ':' and '|')
-    at = 0
-    while at < len(text):
-        char = text[at]
-        if char == "\\":
-            if at + 1 == len(text) or text[at + 1] == "\n":
-                return []
-            at += 1
-        elif char in "([":
-            open_groups.append((at, []))
-        elif char in ":|" and open_groups:
-            open_groups[-1][1].append(at)
-        elif char == "|":
-            return []
-        elif char in ")]" and open_groups:
-            start, separators = open_groups.pop()
-            kind = _group_kind(text, start, at, separators)
-            if kind is None:  # every enclosing group is broken too: their content is top-level text now
-                if _has_pipe(text, [(start, separators), *open_groups]):
-                    return []
-                open_groups.clear()
-            elif kind == "construct":
-                found.append((start, at + 1))
-        at += 1
-    if _has_pipe(text, open_groups):
-        return []
-    return _outermost(found)
-
-
-def _group_kind(text: str, start: int, end: int, separators: list[int]) -> str | None:
-    """"emphasis", "construct", or None for a bracket pair the grammar does not allow."""
-    marks = "".join(text[at] for at in separators)
-    if text[start] + text[end] == "()":
-        return "emphasis" if marks in ("", ":") else None
-    if text[start] + text[end] != "[]":
-        return None
-    if not marks:
-        return "emphasis"
-    if set(marks) == {"|"}:
-        return "construct"
-    if marks in (":", "::") and _WHEN.fullmatch(text, separators[-1] + 1, end):
-        return "construct"
-    return None
-
-
-def _has_pipe(text: str, groups: list[tuple[int, list[int]]]) -> bool:
-    return any(text[at] == "|" for _, separators in groups for at in separators)
-
-
-def _outermost(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    kept: list[tuple[int, int]] = []
-    for start, end in sorted(spans):
-        if not kept or start >= kept[-1][1]:
-            kept.append((start, end))
-    return kept
-
-
-# --------------------------------------------------------------------------------------------------
 # Layout: what a prompt is made of, in order; words carry their gene.
+
+_SPACE_OR_TEXT = re.compile(r"\s|\S(?:.*\S)?", re.S)
 
 
 @dataclass(frozen=True)
@@ -397,20 +63,20 @@ class _Word:
     gene: int | None = None
 
 
-_Item = Union[str, _Word, _Frozen]  # a str is spacing, written as is
+_Item = Union[str, _Word, Frozen]  # a str is spacing, written as is
 _Placed = tuple[int, int, _Item]  # (source offset, 0 for parts cut out before parsing else 1, item)
 
 
 def _positive_layout(text: str, embeddings: tuple[str, ...]) -> list[_Item]:
     """Steps 1-4 of the module docstring; extra networks go back where they were."""
-    body = _EXTRA_NETWORK.sub("", text)
+    body = EXTRA_NETWORK.sub("", text)
     placed: list[_Placed] = []
     start = 0
-    for separator in [*_AND.finditer(body), None]:
+    for separator in [*AND.finditer(body), None]:
         end = separator.start() if separator else len(body)
         placed += _subprompt_items(body, start, end, embeddings)
         if separator:
-            placed.append((separator.start(), 1, _Frozen("AND")))
+            placed.append((separator.start(), 1, Frozen("AND")))
             start = separator.end()
     return _in_order(_keywords_apart(_sorted(placed)) + _networks(text))
 
@@ -419,26 +85,26 @@ def _networks(text: str) -> list[_Placed]:
     """Each extra network at its offset in the text A1111 reads once they are cut out."""
     placed: list[_Placed] = []
     removed = 0
-    for match in _EXTRA_NETWORK.finditer(text):
-        placed.append((match.start() - removed, 0, _Frozen(match.group())))
+    for match in EXTRA_NETWORK.finditer(text):
+        placed.append((match.start() - removed, 0, Frozen(match.group())))
         removed += len(match.group())
     return placed
 
 
 def _subprompt_items(body: str, start: int, end: int, embeddings: tuple[str, ...]) -> list[_Placed]:
-    text = body[start : start + len(_SUBPROMPT.fullmatch(body, start, end).group(1))]
+    text = body[start : start + len(SUBPROMPT.fullmatch(body, start, end).group(1))]
     text_end = start + len(text)
-    placed = _emphasis_items(text, start, _construct_spans(text), embeddings)
+    placed = _emphasis_items(text, start, construct_spans(text), embeddings)
     for match in _SPACE_OR_TEXT.finditer(body, text_end, end):  # the sub-prompt's weight and spacing
         item = match.group()
-        placed.append((match.start(), 1, item if item.isspace() else _Frozen(item)))
+        placed.append((match.start(), 1, item if item.isspace() else Frozen(item)))
     return placed
 
 
 def _negative_layout(text: str, embeddings: tuple[str, ...]) -> list[_Item]:
     """Steps 3-4; extra networks are text there, kept whole like prompt editing."""
-    constructs = _construct_spans(text)
-    networks = [m.span() for m in _EXTRA_NETWORK.finditer(text) if not _overlaps(m.span(), constructs)]
+    constructs = construct_spans(text)
+    networks = [m.span() for m in EXTRA_NETWORK.finditer(text) if not _overlaps(m.span(), constructs)]
     placed = _emphasis_items(text, 0, sorted(constructs + networks), embeddings)
     return _in_order(_keywords_apart(_sorted(placed)))
 
@@ -466,24 +132,24 @@ def _keywords_apart(placed: list[_Placed]) -> list[_Placed]:
 
 
 def _is_keyword(item: _Item) -> bool:
-    return isinstance(item, _Frozen) and item.text in ("AND", "BREAK")
+    return isinstance(item, Frozen) and item.text in ("AND", "BREAK")
 
 
 def _emphasis_items(
     text: str, offset: int, frozen_spans: list[tuple[int, int]], embeddings: tuple[str, ...]
 ) -> list[_Placed]:
     """The items of one emphasis scope; `frozen_spans` are opaque parts that take the emphasis of their place."""
-    segments: list[_Segment] = []
+    segments: list[Segment] = []
     start = 0
     for span_start, span_end in frozen_spans:
         segments.append((offset + start, text[start:span_start]))
-        segments.append((offset + span_start, _Frozen(text[span_start:span_end])))
+        segments.append((offset + span_start, Frozen(text[span_start:span_end])))
         start = span_end
     segments.append((offset + start, text[start:]))
     placed: list[_Placed] = []
     fragment_ids: list[int] = []
     fragment_id, previous = 0, None
-    for fragment in _merge_equal_weights(_emphasis_runs(segments)):
+    for fragment in merge_equal_weights(emphasis_runs(segments)):
         fragment_id += fragment.weight != previous  # A1111 also joins a frozen part's text to equal neighbours
         previous = fragment.weight
         items = _fragment_items(fragment, embeddings)
@@ -492,14 +158,14 @@ def _emphasis_items(
     return _settle_neighbours(placed, fragment_ids)
 
 
-def _fragment_items(fragment: _Run, embeddings: tuple[str, ...]) -> list[_Placed]:
+def _fragment_items(fragment: Run, embeddings: tuple[str, ...]) -> list[_Placed]:
     if fragment.atom:
-        return [(fragment.origins[0], 1, _Frozen(fragment.atom.text, _finite(fragment.weight, fragment.atom.text)))]
+        return [(fragment.origins[0], 1, Frozen(fragment.atom.text, _finite(fragment.weight, fragment.atom.text)))]
     if fragment.text == "BREAK" and fragment.weight == -1:  # exactly what A1111 takes as a chunk break
-        return [(fragment.origins[0], 1, _Frozen("BREAK")), *((at, 1, char) for at, char in fragment.swallowed)]
+        return [(fragment.origins[0], 1, Frozen("BREAK")), *((at, 1, char) for at, char in fragment.swallowed)]
     _finite(fragment.weight, fragment.text)
     items: list[_Placed] = []
-    for start, end, is_word in _pieces(fragment.text, embeddings):
+    for start, end, is_word in pieces(fragment.text, embeddings):
         piece = fragment.text[start:end]
         item = _Word(piece, fragment.weight, evolvable=fragment.weight >= 0) if is_word else piece
         items.append((fragment.origins[start], 1, item))
@@ -570,7 +236,7 @@ def _glued(placed: list[_Placed], fragment_ids: list[int]) -> set[int]:
 
 
 def _takes_emphasis(item: _Item) -> bool:
-    return isinstance(item, _Frozen) and item.multiplier is not None
+    return isinstance(item, Frozen) and item.multiplier is not None
 
 
 def _fuses(left: _Item, right: _Item) -> bool:
@@ -601,7 +267,7 @@ def _assign_genes(items: list[_Item], side: str, granularity: str, genes: list[G
             spaced = False
             if granularity == "word" or "," in item.text:
                 close_tag()
-        elif isinstance(item, _Frozen) and item.text in ("AND", "BREAK"):
+        elif isinstance(item, Frozen) and item.text in ("AND", "BREAK"):
             close_tag()
         spaced = spaced or (isinstance(item, str) and item.isspace())
         assigned.append(item)
@@ -611,6 +277,8 @@ def _assign_genes(items: list[_Item], side: str, granularity: str, genes: list[G
 
 # --------------------------------------------------------------------------------------------------
 # The genome and the pinned prompt.
+
+_KEYWORD_START = re.compile(r"\b(?:A(?=ND\b)|B(?=REAK\b))")  # first letter of an AND or a BREAK
 
 
 class Genome:
@@ -655,7 +323,7 @@ class Genome:
 
 
 def _frozen_text(item: _Item) -> str:
-    if isinstance(item, _Frozen) or (isinstance(item, _Word) and not item.evolvable):
+    if isinstance(item, Frozen) or (isinstance(item, _Word) and not item.evolvable):
         return item.text.strip()
     return ""
 
@@ -663,7 +331,7 @@ def _frozen_text(item: _Item) -> str:
 def _render(item: _Item, values: list[float]) -> str:
     if isinstance(item, str):
         return item
-    if isinstance(item, _Frozen):
+    if isinstance(item, Frozen):
         return item.text if item.multiplier in (None, 1.0) else f"({item.text}:{_exact(item.multiplier)})"
     if item.gene is None:  # not evolved: its exact source weight
         return f"({_escape(item.text)}:{_exact(item.weight)})"

@@ -9,7 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lib_pinning.genome import PromptError, build_genome, parse_attention, split_words, weights_from_prompt
+from lib_pinning.emphasis import parse_attention
+from lib_pinning.genome import PromptError, build_genome, weights_from_prompt
+from lib_pinning.words import split_words
 
 ROUND, SQUARE = 1.1, 1 / 1.1
 
