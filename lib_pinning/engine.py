@@ -7,6 +7,7 @@ run's fixed seeds), an `Objective` and a `Search`, and writes run.json after eve
 from __future__ import annotations
 
 import dataclasses
+import math
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -23,6 +25,10 @@ from .recorder import Recorder, RecordingError
 from .report import ReportRecorder
 from .runfile import FORMAT_VERSION, RUN_FILE, write_json_atomic
 from .search import Candidate, Search, SearchOptions
+
+
+# Losses closer than this are the same picture to FLIP: the best individual is then the one nearest the prompt.
+LOSS_TIE = 1e-3
 
 
 class Renderer(Protocol):
@@ -90,6 +96,8 @@ class PinningRun:
             "status": "running",
         }
         self.best_images: torch.Tensor | None = None
+        self._lowest_loss = math.inf
+        self._best_distance = math.inf
         self._progress = None
         if job.recorder is not None:
             self.recorder = job.recorder
@@ -132,11 +140,20 @@ class PinningRun:
 
     def _update_best(self, loss: float, prompt: tuple[str, str], weights, generation: int,
                      images: torch.Tensor) -> None:
+        """Keep the individual closest to the user's prompt among those within LOSS_TIE of the lowest loss.
+
+        Once every seed shows the target, the loss is flat up to noise and CMA-ES wanders; the lowest loss by a
+        hair would often be a far-fetched prompt, while an equally good, tamer one came earlier.
+        """
+        self._lowest_loss = min(self._lowest_loss, loss)
+        distance = float(np.linalg.norm(weights))
         best = self.record["best"]
-        if best is None or loss < best["loss"]:
+        best_is_stale = best is None or best["loss"] > self._lowest_loss + LOSS_TIE
+        if best_is_stale or (loss <= self._lowest_loss + LOSS_TIE and distance < self._best_distance):
             self.record["best"] = {"loss": loss, "prompt": prompt[0], "negative_prompt": prompt[1],
                                    "weights": [float(w) for w in weights], "generation": generation}
             self.best_images = images
+            self._best_distance = distance
 
     def _generation(self) -> None:
         index = self.search.generation
