@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -50,6 +51,10 @@ def pin(prompt: str, negative_prompt: str = "", *, out: str | Path | None = None
         raise UsageError(f"batch size must be at least 2 (the loss compares images), got {batch}")
     if steps < 1:
         raise UsageError(f"steps must be at least 1, got {steps}")
+    for name, value in (("CFG scale", cfg_scale), ("fork strength", fork_strength),
+                        ("Hyperbatch weight scale", hyperbatch_weight_scale)):
+        if not math.isfinite(value):
+            raise UsageError(f"{name} must be a finite number, got {value}")
     if fork_strength < 0:
         raise UsageError(f"fork strength must be 0 or more, got {fork_strength}")
     torch_device = _device(device)
@@ -238,5 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, PromptError, TargetError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:  # a fault mid-run (out of memory, full disk): run.json says "failed"
+        print(f"error: the run failed: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
     print(_summary(result))
     return {"done": 0, "interrupted": 130}.get(result.status, 1)

@@ -208,18 +208,26 @@ class PinningRun:
         return RunResult(self.record["status"], self.record, self.best_images, self.job.run_dir)
 
     def _finish(self) -> None:
+        """Save run.json and let the recorder finish; each is tried even when the other fails."""
         self._progress.close()
         self._progress = None
+        self._try_save()
+        try:
+            self.recorder.on_finish(self.record, self.best_images)  # also stops the report's writer thread
+        except (RecordingError, OSError) as error:  # the search's results are intact, the report is not
+            self._fail_record(str(error))
+            self._try_save()
+
+    def _try_save(self) -> None:
         try:
             self._save()
-            try:
-                self.recorder.on_finish(self.record, self.best_images)
-            except RecordingError as error:  # the search's results are intact, the report is not
-                self.record["status"] = "failed"
-                self.record["message"] = "; ".join(filter(None, [self.record.get("message"), str(error)]))
-                self._save()
-        except OSError as error:  # e.g. a full disk: the run's state is still in memory and returned
-            print(f"could not write the run record: {error}")
+        except (OSError, ValueError, TypeError) as error:  # e.g. a full disk: the record is still returned
+            self._fail_record(f"could not write {RUN_FILE}: {error}")
+            print(f"error: could not write {RUN_FILE}: {error}")
+
+    def _fail_record(self, message: str) -> None:
+        self.record["status"] = "failed"
+        self.record["message"] = "; ".join(filter(None, [self.record.get("message"), message]))
 
 
 def run_pinning(job: PinningJob) -> RunResult:

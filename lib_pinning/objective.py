@@ -40,8 +40,19 @@ def image_to_tensor(image: Image.Image) -> torch.Tensor:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
+    if image.mode.startswith("I") or image.mode == "F":  # 16/32-bit or float: convert("RGB") would clip them
+        return _grey_tensor(image)
     array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def _grey_tensor(image: Image.Image) -> torch.Tensor:
+    """A high-bit-depth grey image as (3, H, W) in [0, 1]: 16-bit values over 65535, float values clipped."""
+    values = np.asarray(image, dtype=np.float32)
+    if image.mode != "F":
+        values = values / (65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0)
+    grey = torch.from_numpy(np.clip(values, 0.0, 1.0))
+    return grey.expand(3, *grey.shape).contiguous()
 
 
 def open_image(path: str | Path) -> Image.Image:

@@ -85,10 +85,13 @@ class SearchOptions:
             (self.lambda_ >= 2, f"lambda_ (children per generation) must be at least 2, got {self.lambda_}"),
             (1 <= self.mu <= self.lambda_, f"mu must be between 1 and lambda_ ({self.lambda_}), got {self.mu}"),
             (self.sigma > 0 and math.isfinite(self.sigma), f"initial sigma must be positive, got {self.sigma}"),
-            (self.init_radius >= 0, f"initial centroid radius must be >= 0, got {self.init_radius}"),
+            (0 <= self.init_radius < math.inf, f"initial centroid radius must be >= 0, got {self.init_radius}"),
             (self.weights in WEIGHT_SCHEMES, f"weights must be one of {WEIGHT_SCHEMES}, got {self.weights!r}"),
-            (self.size_limit >= 0, f"size limit must be >= 0, got {self.size_limit}"),
+            (0 <= self.size_limit < math.inf, f"size limit must be >= 0, got {self.size_limit}"),
         ]
+        for name in ("size_limit_error", "size_limit_weight"):
+            value = getattr(self, name)
+            checks.append((value is None or 0 <= value < math.inf, f"{name} must be >= 0, got {value}"))
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)

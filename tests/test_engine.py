@@ -178,3 +178,34 @@ def test_hyperbatch_weights_apply_to_hyperbatch_samplers_unless_switched_off():
     assert pin("a red circle", **common).record["options"]["hyperbatch_weights"] is None
     forced = pin("a red circle", hyperbatch_force=True, hyperbatch_weight_type="Polynomial", **common).record
     assert forced["options"]["hyperbatch_weights"]["kind"] == "Polynomial"
+
+
+def test_a_full_disk_mid_run_is_one_line_and_leaves_no_writer_thread(tmp_path, capsys, monkeypatch):
+    import threading
+
+    import lib_pinning.engine as engine
+    from lib_pinning.runfile import write_json_atomic
+    calls = {"n": 0}
+
+    def failing_after_three(path, data):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise OSError(28, "No space left on device")
+        write_json_atomic(path, data)
+
+    monkeypatch.setattr(engine, "write_json_atomic", failing_after_three)
+    threads_before = set(threading.enumerate())
+    code = main(["pin", "--prompt", "a red circle", "--out", str(tmp_path / "run"), "--size", "16", "--batch", "2",
+                 "--steps", "3", "--generations", "3", "--lambda", "3", "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert [line for line in err if line.startswith("error: the run failed")] == [
+        "error: the run failed: OSError: [Errno 28] No space left on device"]
+    assert set(threading.enumerate()) <= threads_before  # the report's writer was stopped
+    assert read_run(tmp_path / "run")["status"] == "running"  # the last record that could be written
+
+
+def test_non_finite_sampling_options_are_refused_before_anything_is_written(tmp_path, capsys):
+    code = main(["pin", "--prompt", "a red circle", "--out", str(tmp_path / "run"), "--cfg-scale", "nan"])
+    assert code == 2 and "CFG scale must be a finite number" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -87,3 +87,12 @@ def _truncated_png() -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buffer, "PNG")
     return buffer.getvalue()[:200]
+
+
+def test_high_bit_depth_targets_keep_their_values(tmp_path):
+    ramp = np.tile(np.linspace(0, 1, 16, dtype=np.float32), (16, 1))
+    Image.fromarray((ramp * 65535).astype(np.uint16)).save(tmp_path / "deep.png")
+    Image.fromarray(ramp, "F").save(tmp_path / "float.tiff")
+    targets, _ = load_targets([tmp_path / "deep.png", tmp_path / "float.tiff"], (16, 16))
+    for target in targets:
+        assert torch.allclose(target, torch.from_numpy(ramp).expand(3, 16, 16), atol=1e-3)

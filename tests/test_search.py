@@ -106,3 +106,13 @@ def test_size_limiter_keeps_rendered_genes_within_the_limit():
     assert penalties and min(penalties) > 0
     # The best point is pushed to the boundary, towards the optimum.
     assert search.best.rendered[0] > 0.3
+
+
+@pytest.mark.parametrize("options, message", [
+    (SearchOptions(init_radius=float("inf")), "radius"),
+    (SearchOptions(size_limit=1.0, size_limit_weight=-1.0), "size_limit_weight"),
+    (SearchOptions(size_limit=1.0, size_limit_error=float("nan")), "size_limit_error"),
+])
+def test_unusable_radius_and_size_limit_settings_are_refused(options, message):
+    with pytest.raises(ValueError, match=message):
+        Search(3, options)
