@@ -212,6 +212,8 @@ class PinningRun:
         self._progress.close()
         self._progress = None
         self._try_save()
+        if self.job.progress and self.job.run_dir is not None:
+            print(f"writing the report in {self.job.run_dir} …", flush=True)  # it may still be catching up
         try:
             self.recorder.on_finish(self.record, self.best_images)  # also stops the report's writer thread
         except (RecordingError, OSError) as error:  # the search's results are intact, the report is not
