@@ -61,6 +61,7 @@ class PinningJob:
     should_stop: Callable[[], bool] = lambda: False
     progress: bool = True
     recorder: Recorder | None = None  # default: ReportRecorder when there is a run folder
+    on_best: Callable[[dict, torch.Tensor], None] | None = None  # called with record["best"] and its images
 
 
 def prepare_run_dir(run_dir: Path) -> None:
@@ -154,6 +155,8 @@ class PinningRun:
                                    "weights": [float(w) for w in weights], "generation": generation}
             self.best_images = images
             self._best_distance = distance
+            if self.job.on_best is not None:
+                self.job.on_best(self.record["best"], images)
 
     def _generation(self) -> None:
         index = self.search.generation

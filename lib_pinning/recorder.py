@@ -35,7 +35,13 @@ def infotext(prompt: str, negative_prompt: str, seed: int, options: dict) -> str
         lines.append(f"Negative prompt: {negative_prompt}")
     settings = {"Steps": options.get("steps"), "Sampler": options.get("sampler"),
                 "Schedule type": options.get("schedule"), "CFG scale": options.get("cfg_scale"), "Seed": seed,
-                "Size": f"{options['size']}x{options['size']}" if "size" in options else None}
+                "Size": _size(options)}
     lines.append(", ".join(f"{key}: {value}" for key, value in settings.items() if value is not None))
     return "\n".join(lines)
 
+
+
+def _size(options: dict) -> str | None:
+    if "width" in options and "height" in options:
+        return f"{options['width']}x{options['height']}"
+    return f"{options['size']}x{options['size']}" if "size" in options else None

@@ -51,6 +51,20 @@ def _jsonable(value):
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+def new_run_dir(base: str | Path) -> Path:
+    """A new numbered run folder `base/00000001`, `…2`: created atomically, so runs at the same time never share one."""
+    base = Path(base)
+    base.mkdir(parents=True, exist_ok=True)
+    number = max((int(entry.name) for entry in base.iterdir() if entry.name.isdigit()), default=0) + 1
+    while True:
+        path = base / f"{number:08d}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:  # another run took it between the listing and now
+            number += 1
+
+
 def read_run(run_dir: str | Path) -> dict:
     with open(Path(run_dir) / RUN_FILE, encoding="utf-8") as stream:
         return json.load(stream)

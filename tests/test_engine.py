@@ -209,3 +209,15 @@ def test_non_finite_sampling_options_are_refused_before_anything_is_written(tmp_
     code = main(["pin", "--prompt", "a red circle", "--out", str(tmp_path / "run"), "--cfg-scale", "nan"])
     assert code == 2 and "CFG scale must be a finite number" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_on_best_follows_every_change_of_the_best_individual():
+    genome = build_genome("a red circle, blue sky")
+    renderer = EmbeddedRenderer(EmbeddedModel(count=6, size=16), [0, 1, 2], steps=3)
+    seen = []
+    job = PinningJob(genome, renderer, Objective(), small_search(generations=4), None, progress=False,
+                     on_best=lambda best, images: seen.append((dict(best), images)))
+    result = run_pinning(job)
+    assert seen[0][0]["generation"] == -1  # the prompt as written comes first
+    assert seen[-1][0] == result.record["best"] and seen[-1][1] is result.best_images
+    assert len({best["prompt"] for best, _ in seen}) == len(seen)  # called on changes only

@@ -1,0 +1,34 @@
+"""Run by AUTOMATIC1111 at start-up and by "Install from URL": pip-installs the extension's missing packages.
+
+Only what is missing is installed, never upgraded; numpy, torch and Pillow are the WebUI's and stay at the
+versions it pinned (each install names the installed versions, so pip cannot move them). k-diffusion comes
+with the WebUI. The versions are the ones the extension is tested with (pyproject.toml, tests/webui).
+"""
+
+import importlib.metadata
+
+import launch
+
+# (importable module, pip requirement)
+REQUIREMENTS = [
+    ("deap", "deap==1.4.4"),
+    ("flip_evaluator", "flip-evaluator==1.7"),
+    ("imageio", "imageio==2.38.1"),
+    ("matplotlib", "matplotlib==3.11.2"),
+]
+KEEP = ("numpy", "torch", "Pillow")
+
+
+def _keep_pins() -> str:
+    pins = []
+    for name in KEEP:
+        try:
+            pins.append(f'"{name}=={importlib.metadata.version(name)}"')
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return " ".join(pins)
+
+
+for module, requirement in REQUIREMENTS:
+    if not launch.is_installed(module):
+        launch.run_pip(f'install "{requirement}" {_keep_pins()}', f"sd-prompt-pinning requirement: {requirement}")

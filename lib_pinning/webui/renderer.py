@@ -1,0 +1,77 @@
+"""The engine's `Renderer` inside A1111: one `process_images` call per individual, on a copy of the user's job.
+
+Every individual renders the user's settings with the same seeds; only the prompt text differs, written in
+plain A1111 emphasis syntax, so the pinned prompt reproduces its images in vanilla txt2img. Images stay in
+memory (nothing is saved by A1111); the report writes them. The WebUI's progress bar, Interrupt and Skip are
+wired here: a render cut short is never scored, it ends the run with every finished generation kept.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+
+import torch
+from modules import devices, processing, shared
+from PIL import Image
+
+from ..engine import RunStopped
+from ..objective import image_to_tensor
+
+
+def seeds_of(p) -> list[int]:
+    """The seeds A1111 gives the images of `p` (after `fix_seed`), as `process_images` computes them."""
+    count = p.batch_size * p.n_iter
+    if isinstance(p.seed, list):
+        return [int(s) for s in p.seed[:count]]
+    return [int(p.seed) + (i if p.subseed_strength == 0 else 0) for i in range(count)]
+
+
+class WebUIRenderer:
+    def __init__(self, p, total_renders: int, on_first_batch: Callable[[torch.Tensor], None] | None = None):
+        self.p = p
+        self.seeds = seeds_of(p)
+        self.total_renders = total_renders
+        self.rendered = 0
+        self.on_first_batch = on_first_batch
+        # The last render() call's PIL images and A1111 infotexts by prompt (the run keeps the best's).
+        self.outputs: dict[tuple[str, str], tuple[list[Image.Image], list[str]]] = {}
+        self.device = devices.device
+
+    @staticmethod
+    def stop_requested() -> bool:
+        state = shared.state
+        return bool(state.interrupted or state.skipped or getattr(state, "stopping_generation", False))
+
+    def _render_one(self, positive: str, negative: str) -> torch.Tensor:
+        if self.stop_requested():
+            raise RunStopped()
+        self.rendered += 1
+        shared.state.job = f"Prompt pinning {self.rendered} of {self.total_renders}"
+        job = copy.copy(self.p)
+        job.prompt, job.negative_prompt = positive, negative
+        job.styles = []  # the styles are already part of the genome's prompt
+        job.do_not_save_samples = job.do_not_save_grid = True
+        job.extra_generation_params = dict(self.p.extra_generation_params)
+        processed = processing.process_images(job)
+        if self.stop_requested():  # a cut-short batch holds unfinished images: never scored
+            raise RunStopped()
+        first = processed.index_of_first_image
+        images = processed.images[first:first + len(self.seeds)]
+        infotexts = processed.infotexts[first:first + len(self.seeds)]
+        if len(images) != len(self.seeds):
+            raise RuntimeError(f"the WebUI returned {len(images)} images for {len(self.seeds)} seeds")
+        self.outputs[(positive, negative)] = (images, infotexts)
+        batch = torch.stack([image_to_tensor(image) for image in images]).to(self.device)
+        if self.rendered == 1 and self.on_first_batch is not None:
+            self.on_first_batch(batch)
+        return batch
+
+    def render(self, prompts: Sequence[tuple[str, str]]) -> list[torch.Tensor]:
+        self.outputs = {}
+        return [self._render_one(positive, negative) for positive, negative in prompts]
+
+    def show_preview(self, images: torch.Tensor) -> None:
+        """Best so far as the live preview."""
+        array = (images[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+        shared.state.assign_current_image(Image.fromarray(array))

@@ -1,0 +1,205 @@
+"""`run(p, *args)` of the "Prompt pinning" script: check everything, run the engine, return the best images.
+
+Bad input raises `PinningInputError` before anything renders (A1111 shows its message in the UI and the API
+response). A fault mid-run (out of memory, a NaN loss, a full disk) or Interrupt/Skip ends the run with its
+finished generations: the best images so far come back, with a comment that says what happened and where the
+report is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+from pathlib import Path
+
+import torch
+from fastapi import HTTPException
+from modules import devices, processing, shared
+from modules.sd_hijack import model_hijack
+
+from ..engine import PinningJob, PinningRun
+from ..genome import PromptError, build_genome
+from ..hyperbatch import HyperbatchWeights, is_hyperbatch_sampler
+from ..objective import Objective, TargetError, prepare_targets
+from ..runfile import new_run_dir
+from . import controls, samplers, targets
+from .renderer import WebUIRenderer
+
+RUNS_FOLDER = "prompt_pins"
+_one_run_at_a_time = threading.Lock()
+
+
+class PinningInputError(HTTPException):
+    """Input the run cannot use; its message is all the user needs.
+
+    An HTTPException so that the API answers 422 with the message as `detail` and prints no traceback; the
+    UI shows "PinningInputError: <message>".
+    """
+
+    def __init__(self, message: str):
+        super().__init__(status_code=422, detail=message)
+
+    def __str__(self) -> str:
+        return self.detail
+
+
+class PinningRunError(RuntimeError):
+    """The run failed before it had anything to show (e.g. out of memory on the first batch)."""
+
+
+def _styled_prompts(p) -> tuple[str, str]:
+    if not isinstance(p.prompt, str) or not isinstance(p.negative_prompt, str):
+        raise PinningInputError("Prompt pinning needs one prompt, not a list of prompts")
+    styles = getattr(p, "styles", None) or []
+    return (shared.prompt_styles.apply_styles_to_prompt(p.prompt, styles),
+            shared.prompt_styles.apply_negative_styles_to_prompt(p.negative_prompt, styles))
+
+
+@dataclasses.dataclass
+class _Plan:
+    settings: controls.PinSettings
+    target_images: list
+    genome: object
+    prompt: str
+    negative_prompt: str
+    weighting: HyperbatchWeights | None
+    notices: list
+
+
+def _plan(p, values) -> _Plan:
+    """Every check that can fail before rendering."""
+    settings = controls.decode(values)
+    target_images = targets.decode_targets(settings.targets)
+    prompt, negative = _styled_prompts(p)
+    processing.fix_seed(p)
+    images_per_individual = p.batch_size * p.n_iter
+    if images_per_individual < 2:
+        raise PinningInputError("Prompt pinning compares the images of a batch: set Batch size (or Batch "
+                                "count) so that there are at least 2 images")
+    genome = build_genome(prompt, negative, settings.granularity,
+                          embeddings=model_hijack.embedding_db.word_embeddings.keys())
+    if settings.cma_seed_from_image:
+        settings.search.cma_seed = int(p.seed)
+    settings.search.resolved(len(genome))  # raises on bad CMA-ES options
+    notices = []
+    if genome.frozen:
+        notices.append(f"passed through unchanged: {', '.join(genome.frozen)}")
+    hyperbatch_sampler = is_hyperbatch_sampler(p.sampler_name or "")
+    if hyperbatch_sampler and p.steps <= math.floor(math.log2(p.batch_size)):
+        notices.append(f"{p.steps} steps are too few to fork a batch of {p.batch_size} (steps must exceed "
+                       f"log2 of the batch size): {p.sampler_name} samples the whole batch at every step")
+    weighting = None
+    if settings.hyperbatch_weights:
+        weighting = HyperbatchWeights(settings.hyperbatch_weight_type, settings.hyperbatch_weight_scale,
+                                      p.steps, settings.hyperbatch_force)
+        weighting = weighting if weighting.applies_to(p.sampler_name or "") else None
+    if target_images and settings.loss_mode == "consistency":
+        notices.append("the loss is batch consistency: the target images are not used")
+    return _Plan(settings, target_images, genome, prompt, negative, weighting, notices)
+
+
+def run(p, *values):
+    """The script's `run`: returns a `Processed` with the best individual's images."""
+    if not _one_run_at_a_time.acquire(blocking=False):
+        raise PinningInputError("another Prompt pinning run is in progress in this WebUI; wait for it to end")
+    try:
+        try:
+            plan = _plan(p, values)
+        except (PromptError, TargetError, controls.SettingsError, ValueError) as error:
+            raise PinningInputError(str(error)) from None
+        return _pin(p, plan)
+    finally:
+        _one_run_at_a_time.release()
+
+
+def _pin(p, plan: _Plan):
+    search = plan.settings.search
+    resolved = search.resolved(len(plan.genome))
+    total_renders = 1 + resolved.generations * resolved.lambda_
+    objective = Objective(None, plan.settings.loss_mode, plan.weighting)
+
+    def targets_at_render_size(first_batch: torch.Tensor) -> None:
+        if plan.target_images and plan.settings.loss_mode != "consistency":
+            loaded, resized = prepare_targets(plan.target_images, tuple(first_batch.shape[-2:]))
+            plan.notices.extend(resized)
+            objective.set_targets(loaded.to(first_batch.device))
+
+    if is_hyperbatch_sampler(p.sampler_name or ""):
+        p.override_settings = {**(p.override_settings or {}),
+                               samplers.FORK_STRENGTH_SETTING: plan.settings.fork_strength}
+    renderer = WebUIRenderer(p, total_renders, targets_at_render_size)
+    run_dir = new_run_dir(Path(p.outpath_samples or "outputs") / RUNS_FOLDER)
+    best_outputs = {}
+
+    def on_best(best: dict, images: torch.Tensor) -> None:
+        best_outputs["images"] = renderer.outputs.get((best["prompt"], best["negative_prompt"]))
+        renderer.show_preview(images)
+
+    shared.state.job_count = total_renders * p.n_iter
+    shared.total_tqdm.updateTotal(total_renders * p.n_iter * p.steps)
+    for notice in plan.notices:
+        print(f"Prompt pinning: {notice}")
+    job = PinningJob(plan.genome, renderer, objective, search, run_dir, _options_record(p, plan),
+                     should_stop=renderer.stop_requested, progress=False, on_best=on_best)
+    pinning = PinningRun(job)
+    try:
+        pinning.run()
+    except Exception as error:  # recorded as "failed" in run.json; the finished generations are kept
+        pinning.record["message"] = _fault_message(error)
+        print(f"Prompt pinning: the run failed: {pinning.record['message']}")
+        devices.torch_gc()
+    return _processed(p, pinning.record, best_outputs.get("images"), run_dir, plan.notices)
+
+
+def _fault_message(error: Exception) -> str:
+    if isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower():
+        return "out of GPU memory: lower the batch size or the image size"
+    return f"{type(error).__name__}: {error}"
+
+
+def _options_record(p, plan: _Plan) -> dict:
+    checkpoint = getattr(getattr(shared.sd_model, "sd_checkpoint_info", None), "name_for_extra", None)
+    return {"prompt": plan.prompt, "negative_prompt": plan.negative_prompt, "prompt_as_typed": p.prompt,
+            "styles": list(getattr(p, "styles", None) or []), "targets": len(plan.target_images),
+            "batch_size": p.batch_size, "n_iter": p.n_iter, "steps": p.steps, "sampler": p.sampler_name,
+            "schedule": getattr(p, "scheduler", None), "cfg_scale": p.cfg_scale, "width": p.width,
+            "height": p.height, "seed": int(p.seed), "granularity": plan.settings.granularity,
+            "fork_strength": plan.settings.fork_strength, "model": checkpoint,
+            "hyperbatch_weights": None if plan.weighting is None else dataclasses.asdict(plan.weighting),
+            "controls": plan.settings.raw, "webui": True}
+
+
+def _processed(p, record: dict, outputs, run_dir: Path, notices: list):
+    status = record["status"]
+    report = run_dir / "index.html"
+    if outputs is None:  # stopped or failed before the first batch was finished: nothing to show
+        if status == "failed":
+            raise PinningRunError(f"Prompt pinning failed before the first batch was rendered: "
+                                  f"{record.get('message', '')}")
+        p.comment("Prompt pinning was stopped before the first batch was rendered.")
+        return processing.Processed(p, [], seed=int(p.seed), info="")
+    images, infotexts = outputs
+    best, baseline = record["best"], record["baseline"]
+    finished = len(record["generations"])
+    summary = {"done": f"done after {finished} generations",
+               "interrupted": f"stopped after {finished} finished generations",
+               "failed": f"failed after {finished} finished generations: {record.get('message', '')}"}[status]
+    found = ("nothing beat the prompt as written" if best["generation"] < 0
+             else f"from generation {best['generation']}")
+    p.comment(f"Prompt pinning {summary}. Best loss {best['loss']:.4f} ({found}; the prompt as written: "
+              f"{baseline['loss']:.4f}).")
+    for notice in notices:
+        p.comment(f"Notice: {notice}.")
+    p.comment(f"Report: {report.resolve()} (in the browser: /file={report.resolve()})")
+    processed = processing.Processed(
+        p, list(images), seed=int(p.seed), info=infotexts[0], all_prompts=[best["prompt"]] * len(images),
+        all_negative_prompts=[best["negative_prompt"]] * len(images), all_seeds=list(record["options"]["seeds"]),
+        infotexts=list(infotexts))
+    processed.prompt, processed.negative_prompt = best["prompt"], best["negative_prompt"]
+    # For API clients: the response's `info` carries extra_generation_params (the infotexts are already made).
+    processed.extra_generation_params = {**processed.extra_generation_params, "Prompt pinning": {
+        "status": status, "report": str(report.resolve()), "run_folder": str(run_dir.resolve()),
+        "best_loss": best["loss"], "baseline_loss": baseline["loss"], "generations": finished,
+        "notices": list(notices)}}
+    return processed

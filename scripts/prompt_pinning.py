@@ -1,0 +1,28 @@
+"""AUTOMATIC1111 entry point: the "Prompt pinning" script and the Hyperbatch samplers. Thin glue only.
+
+The engine lives in lib_pinning (no WebUI imports); lib_pinning.webui holds everything that talks to A1111.
+"""
+
+import modules.scripts as scripts
+from modules import script_callbacks
+
+from lib_pinning.webui import api, samplers, ui
+from lib_pinning.webui import run as pinning
+
+samplers.register()
+samplers.add_settings()
+script_callbacks.on_app_started(api.add_routes)
+
+
+class PromptPinningScript(scripts.Script):
+    def title(self):
+        return "Prompt pinning"
+
+    def show(self, is_img2img):
+        return True
+
+    def ui(self, is_img2img):
+        return ui.build(self.elem_id)
+
+    def run(self, p, *args):
+        return pinning.run(p, *args)

@@ -1,0 +1,182 @@
+"""The extension inside a real AUTOMATIC1111: listed, its samplers work, a pinning job runs and reproduces.
+
+Sizes are tiny (64², 4 steps) so that the suite runs on a CPU WebUI with a random-weight checkpoint: the
+pictures are noise, but shapes, seeds, prompts and the WebUI's code paths are the real ones.
+"""
+
+import json
+import re
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lib_pinning.webui.controls import CONTROLS, KEYS, defaults
+
+from live_support import decode_image, encode_image
+
+SCRIPT = "Prompt pinning"
+HYPERBATCH = ["Euler a Hyperbatch", "DPM++ 2M Hyperbatch", "DPM++ SDE Hyperbatch", "DPM++ 2M SDE Hyperbatch"]
+BASE = {"prompt": "a red cube on a wooden table, studio light", "negative_prompt": "blurry, dark",
+        "width": 64, "height": 64, "steps": 4, "cfg_scale": 7, "sampler_name": "DPM++ 2M", "scheduler": "Karras",
+        "batch_size": 2, "n_iter": 1, "seed": 1234, "send_images": True, "save_images": False}
+
+
+def script_args(**changes):
+    args = defaults()
+    for key, value in changes.items():
+        args[KEYS.index(key)] = value
+    return args
+
+
+def pixels_differ(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).mean())
+
+
+def test_the_script_is_listed_for_txt2img_and_img2img(webui):
+    scripts = webui.get("/sdapi/v1/scripts")
+    assert SCRIPT.lower() in scripts["txt2img"] and SCRIPT.lower() in scripts["img2img"]
+
+
+def test_the_api_sees_every_control_in_script_args_order_with_its_default(webui):
+    infos = [info for info in webui.get("/sdapi/v1/script-info") if info["name"] == SCRIPT.lower()]
+    assert {info["is_img2img"] for info in infos} == {False, True}
+    for info in infos:
+        assert [arg["label"] for arg in info["args"]] == [control.label for control in CONTROLS]
+        for arg, control in zip(info["args"], CONTROLS):
+            if control.kind != "files":
+                assert arg["value"] == control.default, control.key
+
+
+def test_the_hyperbatch_samplers_are_listed_once_each(webui):
+    names = [sampler["name"] for sampler in webui.get("/sdapi/v1/samplers")]
+    for name in HYPERBATCH:
+        assert names.count(name) == 1, name
+    assert not any(name.endswith((" Karras", " Exponential")) for name in HYPERBATCH)
+
+
+@pytest.mark.parametrize("sampler", HYPERBATCH)
+def test_a_hyperbatch_sampler_renders_a_full_batch_of_distinct_images(webui, sampler):
+    payload = {**BASE, "sampler_name": sampler, "batch_size": 4, "steps": 5}
+    response = webui.post("/sdapi/v1/txt2img", payload)
+    images = [decode_image(image) for image in response["images"]]
+    assert len(images) == 4 and all(image.shape == (64, 64, 3) for image in images)
+    for i in range(4):
+        for j in range(i):
+            assert pixels_differ(images[i], images[j]) > 1, f"images {j} and {i} are copies"
+    again = [decode_image(image) for image in webui.post("/sdapi/v1/txt2img", payload)["images"]]
+    assert all(np.array_equal(a, b) for a, b in zip(images, again)), "the same seeds gave other images"
+
+
+@pytest.fixture(scope="module")
+def target(webui) -> str:
+    """A picture of another prompt, as an API client would upload it (a data URL)."""
+    response = webui.post("/sdapi/v1/txt2img", {**BASE, "prompt": "a blue sphere in fog", "batch_size": 1,
+                                                 "seed": 99})
+    return encode_image(Image.fromarray(decode_image(response["images"][0]).astype(np.uint8)))
+
+
+@pytest.fixture(scope="module")
+def pinned(webui, target):
+    args = script_args(targets=[target], generations=2, lambda_=2, cma_seed=3, log=False)
+    response = webui.post("/sdapi/v1/txt2img", {**BASE, "script_name": SCRIPT, "script_args": args})
+    return response, json.loads(response["info"])
+
+
+def test_a_pinning_job_returns_the_best_images_and_the_pinned_prompt(pinned):
+    response, info = pinned
+    assert len(response["images"]) == BASE["batch_size"]
+    assert re.search(r"\(cube:[0-9.]+\)", info["prompt"]) and "(blurry:" in info["negative_prompt"]
+    assert all(text.startswith(info["prompt"]) for text in info["infotexts"])  # infotexts carry it too
+    summary = info["extra_generation_params"]["Prompt pinning"]
+    assert summary["status"] == "done" and summary["generations"] == 2
+    assert summary["best_loss"] <= summary["baseline_loss"]
+
+
+def test_the_run_folder_is_written_and_its_report_is_served(webui, pinned):
+    _, info = pinned
+    summary = info["extra_generation_params"]["Prompt pinning"]
+    assert re.search(r"prompt_pins/\d{8}$", summary["run_folder"])
+    status, page = webui.request("/file=" + summary["report"])
+    assert status == 200 and "<html" in page.lower()
+    status, record = webui.request("/file=" + summary["run_folder"] + "/run.json")
+    assert status == 200 and record["status"] == "done" and len(record["generations"]) == 2
+    assert record["best"]["prompt"] == info["prompt"]
+    assert record["options"]["seeds"] == [BASE["seed"], BASE["seed"] + 1]
+    individuals = [i for generation in record["generations"] for i in generation["individuals"]]
+    assert len(individuals) == 4 and len({i["prompt"] for i in individuals}) == 4
+
+
+def test_the_pinned_prompt_reproduces_its_images_in_plain_txt2img(webui, pinned):
+    response, info = pinned
+    plain = webui.post("/sdapi/v1/txt2img", {**BASE, "prompt": info["prompt"],
+                                             "negative_prompt": info["negative_prompt"], "seed": info["seed"]})
+    for best, again in zip(response["images"], plain["images"], strict=True):
+        assert np.abs(decode_image(best) - decode_image(again)).max() <= 2
+
+
+@pytest.mark.parametrize("changes, payload_changes, says", [
+    ({"targets": ["data:image/png;base64,bm90IGFuIGltYWdl"]}, {}, "target image 1"),
+    ({}, {"batch_size": 1}, "at least 2 images"),
+    ({}, {"prompt": "<lora:missing:1> BREAK", "negative_prompt": ""}, "no words to pin"),
+    ({"lambda_": 1}, {}, "at least 2"),
+    ({"generations": 0}, {}, "at least 1"),
+])
+def test_bad_input_gets_one_clear_message_and_the_server_keeps_serving(webui, changes, payload_changes, says):
+    status, body = webui.request("/sdapi/v1/txt2img", {**BASE, **payload_changes, "script_name": SCRIPT,
+                                                       "script_args": script_args(**changes)})
+    assert status == 422 and says in body["detail"], body
+    assert webui.get("/sdapi/v1/scripts")  # still serving
+
+
+@pytest.mark.parametrize("stop", ["interrupt", "skip"])
+def test_interrupt_and_skip_end_the_run_with_its_finished_generations(webui, stop):
+    result = {}
+    payload = {**BASE, "steps": 2, "script_name": SCRIPT, "script_args": script_args(generations=20, lambda_=2,
+                                                                                    log=False)}
+    job = threading.Thread(target=lambda: result.setdefault("response", webui.request("/sdapi/v1/txt2img", payload)))
+    job.start()
+    deadline = time.monotonic() + 600
+    while webui.get("/sdapi/v1/progress?skip_current_image=true")["state"]["job_no"] < 4:  # baseline + 3 renders
+        assert time.monotonic() < deadline and job.is_alive(), "the run did not get going"
+        time.sleep(0.3)
+    webui.post(f"/sdapi/v1/{stop}", {})
+    job.join(600)
+    status, body = result["response"]
+    assert status == 200, body
+    summary = json.loads(body["info"])["extra_generation_params"]["Prompt pinning"]
+    assert summary["status"] == "interrupted" and 1 <= summary["generations"] < 20
+    assert len(body["images"]) == BASE["batch_size"]  # the best so far
+    status, record = webui.request("/file=" + summary["run_folder"] + "/run.json")
+    assert record["status"] == "interrupted" and len(record["generations"]) == summary["generations"]
+    assert len(webui.post("/sdapi/v1/txt2img", BASE)["images"]) == BASE["batch_size"]  # the next job runs
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_hyperbatch_in_img2img_and_inpainting(webui, target, masked):
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    payload = {**BASE, "init_images": [target], "denoising_strength": 0.75, "sampler_name": "DPM++ 2M Hyperbatch",
+               "steps": 8, "batch_size": 4}
+    if masked:
+        payload.update(mask=encode_image(mask), inpainting_fill=1, inpaint_full_res=False)
+    images = [decode_image(image) for image in webui.post("/sdapi/v1/img2img", payload)["images"]]
+    assert len(images) == 4
+    for i in range(4):
+        for j in range(i):
+            assert pixels_differ(images[i], images[j]) > 0.5, f"images {j} and {i} are copies"
+    if masked:  # outside the mask every image keeps the target
+        original = decode_image(target.split(",")[1])
+        for image in images:
+            assert pixels_differ(image[:8], original[:8]) < 3
+
+
+def test_too_few_steps_for_a_hyperbatch_fork_is_a_notice_not_a_failure(webui):
+    payload = {**BASE, "sampler_name": "DPM++ 2M Hyperbatch", "steps": 2, "batch_size": 4, "script_name": SCRIPT,
+               "script_args": script_args(generations=1, lambda_=2, log=False)}
+    response = webui.post("/sdapi/v1/txt2img", payload)
+    summary = json.loads(response["info"])["extra_generation_params"]["Prompt pinning"]
+    assert summary["status"] == "done" and len(response["images"]) == 4
+    assert any("too few to fork" in notice for notice in summary["notices"])

@@ -1,0 +1,73 @@
+"""The script in the WebUI's own page (Debian's chromium through Playwright): pick it, upload a target, run.
+
+Through the UI, gradio hands the script temp-file objects for the uploads (the API sends base64 strings), and
+the result's comment carries the report's path.
+"""
+
+import re
+import shutil
+
+import pytest
+from PIL import Image
+
+from lib_pinning.webui.controls import CONTROLS
+
+PREFIX = "#script_txt2img_prompt_pinning_"
+
+
+@pytest.fixture(scope="module")
+def page(webui):
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(webui.url, timeout=120_000)
+        page.wait_for_selector("#txt2img_prompt textarea", timeout=120_000)
+        yield page
+        browser.close()
+
+
+def set_number(page, selector: str, value) -> None:
+    box = page.locator(selector)
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def test_a_run_from_the_page_with_an_uploaded_target(page, webui, tmp_path):
+    target = tmp_path / "target.png"
+    Image.new("RGB", (64, 64), (30, 90, 200)).save(target)
+    page.fill("#txt2img_prompt textarea", "a red cube on a table")
+    for control, value in (("width", 64), ("height", 64), ("steps", 2), ("batch_size", 2)):
+        set_number(page, f"#txt2img_{control} input[type=number]", value)
+    page.fill("#txt2img_seed input", "5")
+    page.click("#txt2img_script_container #script_list input")
+    page.locator("#txt2img_script_container #script_list li", has_text="Prompt pinning").click()
+    page.wait_for_selector(PREFIX + "targets", state="visible")
+
+    # every control is there, and the WebUI's hint script gave the labelled ones our tooltips
+    for control in CONTROLS:
+        assert page.locator(PREFIX + control.key).count() == 1, control.key
+    titled = f"Array.from(document.querySelectorAll('[id^={PREFIX[1:]}] [title]')).map(e => e.textContent.trim())"
+    page.wait_for_function(f"{titled}.includes('Hyperbatch fork strength')", timeout=10_000)  # set after a delay
+    assert {"Initial sigma", "Pinning loss", "Lambda: children per generation (-1: 4 + 3 ln N)"} <= set(
+        page.evaluate(titled))
+
+    page.set_input_files(PREFIX + "targets input[type=file]", str(target))
+    set_number(page, PREFIX + "generations input", 1)
+    page.click(PREFIX + "cmaes .label-wrap")  # the CMA-ES accordion
+    set_number(page, PREFIX + "lambda_ input", 2)
+    page.click("#txt2img_generate")
+    page.wait_for_function("Array.from(document.querySelectorAll('#html_log_txt2img'))"
+                           ".some(e => e.innerText.includes('Report:'))", timeout=600_000)
+    log = page.locator("#html_log_txt2img").last.inner_text()
+    info = page.locator("#html_info_txt2img").last.inner_text()
+    assert "Prompt pinning done after 1 generations" in log
+    assert re.search(r"\(cube:[0-9.]+\)", info) and "Seed: 5" in info
+    report = re.search(r"Report: (\S+index\.html)", log).group(1)
+    status, record = webui.request("/file=" + report.replace("index.html", "run.json"))
+    assert status == 200 and record["status"] == "done" and record["options"]["targets"] == 1
+    assert record["best"]["prompt"] in info
