@@ -159,6 +159,7 @@ class PinningRun:
                 self.job.on_best(self.record["best"], images)
 
     def _generation(self) -> None:
+        started = time.perf_counter()
         index = self.search.generation
         candidates: list[Candidate] = self.search.ask()
         prompts, images, scores, seconds_render = self._evaluate([c.rendered for c in candidates])
@@ -178,6 +179,8 @@ class PinningRun:
         self.record["generations"].append(generation)
         self._save()
         self.recorder.on_generation(self.record, generation, images)
+        # Wall time of the whole generation, bookkeeping included (in run.json from the next save on).
+        generation["seconds"] = time.perf_counter() - started
         if self._progress is not None:
             self._progress.update(len(candidates))
             self._progress.set_postfix(best=f"{self.record['best']['loss']:.4f}")

@@ -1,9 +1,10 @@
 """run.json: the record of a pinning run, rewritten atomically after every generation.
 
 Layout (the contract other code relies on): version, options, genome {words, negative_words, frozen},
-generations [{index, evaluations, best_loss, mean_loss, sigma, individuals [{id, weights, loss, prompt,
+generations [{index, evaluations, best_loss, mean_loss, sigma, seconds, individuals [{id, weights, loss, prompt,
 negative_prompt, seconds_render, seconds_loss}]}], baseline {loss, prompt, negative_prompt}, best {loss, prompt,
 negative_prompt, weights, generation}, status running|done|interrupted|failed (+ message when not done).
+A generation's `seconds` (its wall time, bookkeeping included) is written from the save after it on.
 """
 
 from __future__ import annotations

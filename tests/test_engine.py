@@ -24,6 +24,7 @@ def small_search(**overrides):
 
 def without_timings(record):
     for generation in record["generations"]:
+        generation.pop("seconds")
         for individual in generation["individuals"]:
             individual.pop("seconds_render")
             individual.pop("seconds_loss")
