@@ -2,7 +2,8 @@
 
 Only what is missing is installed, never upgraded; numpy, torch and Pillow are the WebUI's and stay at the
 versions it pinned (each install names the installed versions, so pip cannot move them). k-diffusion comes
-with the WebUI. The versions are the ones the extension is tested with (pyproject.toml, tests/webui).
+with the WebUI, and so, usually, do matplotlib (with gradio) and imageio (with scikit-image): their ranges
+only matter where they are missing. DEAP is pinned to the version the extension is tested with.
 """
 
 import importlib.metadata
@@ -12,9 +13,8 @@ import launch
 # (importable module, pip requirement)
 REQUIREMENTS = [
     ("deap", "deap==1.4.4"),
-    ("flip_evaluator", "flip-evaluator==1.7"),
-    ("imageio", "imageio==2.38.1"),
-    ("matplotlib", "matplotlib==3.11.2"),
+    ("imageio", "imageio>=2.27"),
+    ("matplotlib", "matplotlib>=3.7"),
 ]
 KEEP = ("numpy", "torch", "Pillow")
 

@@ -291,13 +291,16 @@ class HyperbatchWeights:
     """The objective's Hyperbatch weighting: `kind` in WEIGHT_KINDS, `scale`, and the sampling steps (traces).
 
     `force` is the original's "force allowed" switch: weight the loss even when the sampler is not a
-    Hyperbatch one (the images are then grouped by the tree the schedule would have built).
+    Hyperbatch one (the images are then grouped by the tree the schedule would have built). `tree_size`: the
+    rows of one sampling call, each forked as its own trees (A1111 samples `batch_size` rows per call, for
+    each of `n_iter` batches); None: all the images of an individual are one call.
     """
 
     kind: str = "Geometric"
     scale: float = 1.0
     steps: int = 20
     force: bool = True
+    tree_size: int | None = None
 
     def __post_init__(self):
         if self.kind not in WEIGHT_KINDS:
@@ -307,4 +310,11 @@ class HyperbatchWeights:
         return self.force or is_hyperbatch_sampler(sampler)
 
     def loss(self, pairs, pair_losses, target_count: int, batch_size: int) -> float:
-        return weighted_loss(pairs, pair_losses, traces(batch_size, self.steps), self.kind, self.scale, target_count)
+        size = self.tree_size or batch_size
+        if batch_size % size:
+            raise ValueError(f"{batch_size} images do not split into sampling calls of {size}")
+        one_call = traces(size, self.steps)
+        # Calls are independent: each call's tree ids are offset so that no two calls share an ancestor.
+        image_traces = [[row + call * size for row in one_call[image]]
+                        for call in range(batch_size // size) for image in range(size)]
+        return weighted_loss(pairs, pair_losses, image_traces, self.kind, self.scale, target_count)

@@ -314,3 +314,17 @@ def test_the_embedded_renderer_renders_each_prompt_as_its_own_trees():
     together, alone = renderer.render(prompts), renderer.render(prompts[1:])
     assert torch.allclose(together[1], alone[0], atol=1e-6)
     assert together[0].shape == (4, 3, 16, 16) and not torch.equal(together[0][0], together[0][1])
+
+
+def test_weights_treat_each_sampling_call_as_its_own_trees():
+    # A1111 with Batch count 2 and Batch size 2: two calls, each forking its own root.
+    pairs = list(itertools.combinations(range(4), 2))
+    losses = [0.1, 0.5, 0.6, 0.7, 0.8, 0.2]
+    per_call = hb.HyperbatchWeights("Geometric", 1.0, steps=10, tree_size=2)
+    two_trees = [[0, 0], [0, 1], [2, 2], [2, 3]]
+    assert per_call.loss(pairs, losses, 0, 4) == pytest.approx(hb.weighted_loss(pairs, losses, two_trees))
+    one_tree = hb.HyperbatchWeights("Geometric", 1.0, steps=10)
+    assert one_tree.loss(pairs, losses, 0, 4) == pytest.approx(hb.weighted_loss(pairs, losses, hb.traces(4, 10)))
+    assert per_call.loss(pairs, losses, 0, 4) != pytest.approx(one_tree.loss(pairs, losses, 0, 4))
+    with pytest.raises(ValueError, match="do not split"):
+        hb.HyperbatchWeights(tree_size=3).loss(pairs, losses, 0, 4)

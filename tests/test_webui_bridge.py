@@ -173,3 +173,76 @@ def test_a1111_sees_the_plain_samplers_parameters():
     assert not {"fork_strength", "select", "groups", "batch_sizes", "fork_noise"} & set(euler_a)
     dpm = inspect.signature(bridge(hb.sample_dpmpp_2m_hyperbatch, False, lambda m: 1.0)).parameters
     assert "sigmas" in dpm and "eta" not in dpm and "noise_sampler" not in dpm
+
+
+class Interrupted(Exception):  # A1111's sd_samplers_common.InterruptedException
+    pass
+
+
+class InterruptingDenoiser(StandInDenoiser):
+    """Keeps `sampler.last_latent` as A1111's CFGDenoiser does, and raises at call `stop_at` like Interrupt."""
+
+    def __init__(self, stop_at):
+        super().__init__()
+        self.sampler = type("Sampler", (), {"last_latent": None})()
+        self.calls, self.stop_at = 0, stop_at
+
+    def __call__(self, x, sigma, **kwargs):
+        self.calls += 1
+        if self.calls == self.stop_at:
+            raise Interrupted()
+        denoised = super().__call__(x, sigma, **kwargs)
+        self.sampler.last_latent = denoised
+        return denoised
+
+
+@pytest.mark.parametrize("stop_at, rows", [(3, 1), (7, 2), (11, 4)])
+def test_an_interrupt_inside_a_fork_segment_leaves_a_latent_for_every_row(stop_at, rows):
+    model = InterruptingDenoiser(stop_at)
+    with pytest.raises(Interrupted):
+        call(bridge(hb.sample_dpmpp_2m_hyperbatch, False, lambda m: 1.0), 8, 16, model)
+    assert model.rows_seen[-1] == rows  # the interrupt came while only `rows` rows were sampled
+    latent = model.sampler.last_latent
+    assert latent.shape[0] == 8  # A1111 returns it as the batch's images
+    for row in range(8):
+        assert torch.equal(latent[row], latent[row % rows])  # each row shows its ancestor
+
+
+def spy_call(batch, steps, model, ancestral=False, can_fork=lambda m: True, **kwargs):
+    seen = {}
+
+    def spy(model, x, sigmas, **options):
+        seen.update(options, x=x, sigmas=sigmas)
+        return x
+
+    bridge(spy, ancestral, lambda m: 0.5, can_fork)(model, kwargs.pop("x"), sigmas=sigmas(steps),
+                                                      extra_args=a1111_arguments(batch), **kwargs)
+    return seen
+
+
+def test_img2img_children_get_their_own_seeded_noise_not_the_image():
+    init = torch.full((4, *SHAPE), 3.0)
+    noise = torch.randn((4, *SHAPE), generator=torch.Generator().manual_seed(4))
+    schedule = sigmas(6)
+    seen = spy_call(4, 6, StandInDenoiser(init, torch.zeros(SHAPE)), x=init + noise * schedule[0])
+    children = torch.tensor([1, 3])
+    assert torch.allclose(seen["fork_noise"](children), noise[children], atol=1e-5)
+    assert seen["fork_strength"] == 0.5 and "batch_sizes" not in seen
+    assert spy_call(4, 6, StandInDenoiser(), x=noise)["fork_noise"] is None  # txt2img: the wrapper's default
+
+
+def test_the_ancestral_noise_sampler_draws_every_seed_row_from_the_webui(monkeypatch):
+    hijack = SeedRowsNoise(range(4))
+    monkeypatch.setattr(k_diffusion.sampling, "torch", hijack)
+    seen = spy_call(4, 6, StandInDenoiser(), ancestral=True, x=torch.zeros(4, *SHAPE))
+    draw = seen["noise_sampler"](torch.tensor(1.0), torch.tensor(0.5))
+    expected = torch.stack([torch.randn(SHAPE, generator=torch.Generator().manual_seed(s)) for s in range(4)])
+    assert torch.equal(draw, expected)  # row i is seed i's draw; the wrapper narrows it per segment
+
+
+def test_where_forks_are_not_allowed_the_bridged_sampler_is_the_plain_one():
+    x = torch.randn((8, *SHAPE), generator=torch.Generator().manual_seed(3)) * sigmas(10)[0]
+    model = StandInDenoiser()
+    bridged = call(bridge(hb.sample_dpmpp_2m_hyperbatch, False, lambda m: 1.0, lambda m: False), 8, 10, model, x=x)
+    plain = call(k_diffusion.sampling.sample_dpmpp_2m, 8, 10, StandInDenoiser(), x=x)
+    assert set(model.rows_seen) == {8} and torch.equal(bridged, plain)

@@ -7,7 +7,10 @@ original extension split words into BPE pieces such as "compu"/"ter" that A1111 
 
 from __future__ import annotations
 
-from fastapi import FastAPI, HTTPException
+from secrets import compare_digest
+
+from fastapi import Depends, FastAPI, HTTPException
+from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from modules import shared
 from pydantic import BaseModel
 
@@ -29,8 +32,19 @@ def tokens(request: TokensRequest) -> dict:
     return {"chunks": chunks, "token_count": int(token_count)}
 
 
+def _api_auth(credentials: HTTPBasicCredentials = Depends(HTTPBasic())) -> bool:
+    """The same check as A1111's own API routes under --api-auth (user:password pairs, comma-separated)."""
+    users = dict(pair.split(":", 1) for pair in shared.cmd_opts.api_auth.split(","))
+    if credentials.username in users and compare_digest(credentials.password, users[credentials.username]):
+        return True
+    raise HTTPException(status_code=401, detail="Incorrect username or password", headers={"WWW-Authenticate": "Basic"})
+
+
 def add_routes(_demo, app: FastAPI) -> None:
-    """`script_callbacks.on_app_started` hook; adds the route once per app ("Reload UI" calls it again)."""
-    if any(getattr(route, "path", None) == TOKENS_ROUTE for route in app.routes):
+    """`script_callbacks.on_app_started` hook: with --api only, behind --api-auth when set, once per app."""
+    if not getattr(shared.cmd_opts, "api", False):
         return
-    app.add_api_route(TOKENS_ROUTE, tokens, methods=["POST"], response_model=None)
+    if any(getattr(route, "path", None) == TOKENS_ROUTE for route in app.routes):
+        return  # "Reload UI" calls the hook again
+    dependencies = [Depends(_api_auth)] if getattr(shared.cmd_opts, "api_auth", None) else []
+    app.add_api_route(TOKENS_ROUTE, tokens, methods=["POST"], response_model=None, dependencies=dependencies)

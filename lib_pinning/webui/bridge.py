@@ -63,6 +63,8 @@ class RowsDenoiser:
 
     For img2img and inpainting the denoiser blends its output with `init_latent` (and masks) of the whole
     batch; while fewer rows are sampled, those per-row tensors are narrowed for the call and put back after.
+    A1111 returns the sampler's `last_latent` when Interrupt or Skip cut sampling short, and its image loop
+    expects every row: after a narrowed call it is widened, each row showing its ancestor's prediction.
     """
 
     _PER_ROW = ("init_latent", "mask", "nmask")
@@ -89,15 +91,26 @@ class RowsDenoiser:
         finally:
             for name, value in saved.items():
                 setattr(self.denoiser, name, value)
+            self._widen_last_latent()
+
+    def _widen_last_latent(self) -> None:
+        sampler = getattr(self.denoiser, "sampler", None)
+        latent = getattr(sampler, "last_latent", None)
+        if torch.is_tensor(latent) and latent.shape[0] == len(self.rows) < self.batch_size:
+            # Segments advance rows 0..n-1 and forks at most double them, so row r descends from row r mod n.
+            sampler.last_latent = latent[torch.arange(self.batch_size, device=latent.device) % len(self.rows)]
 
     def __getattr__(self, name):
         return getattr(self.denoiser, name)
 
 
-def bridge(function: Callable, ancestral: bool, fork_strength: Callable[[object], float]) -> Callable:
+def bridge(function: Callable, ancestral: bool, fork_strength: Callable[[object], float],
+           can_fork: Callable[[object], bool] = lambda model: True) -> Callable:
     """`function` (a lib_pinning Hyperbatch sampler) as A1111 calls a k-diffusion sampler function.
 
-    `fork_strength(model)` gives the fork strength for a call (A1111: a setting).
+    `fork_strength(model)` gives the fork strength for a call (A1111: a setting); `can_fork(model)` False
+    samples the whole batch at every step (the plain sampler, exactly), e.g. when the rows start from different
+    images (a child would lose its own).
     """
 
     def sample(model, x, sigmas, extra_args=None, callback=None, disable=None, **kwargs):
@@ -109,8 +122,12 @@ def bridge(function: Callable, ancestral: bool, fork_strength: Callable[[object]
         fork_noise = None
         if torch.is_tensor(init_latent) and init_latent.shape == x.shape:  # img2img: x = init + σ₀·noise
             fork_noise = lambda children: (x[children] - init_latent[children]) / sigmas[0]
+        options = {}
+        if not can_fork(model):
+            options["batch_sizes"] = [x.shape[0]] * (len(sigmas) - 1)
         return function(rows, x, sigmas, extra_args=extra_args, callback=callback, disable=disable,
-                        fork_strength=fork_strength(model), select=rows.select, fork_noise=fork_noise, **kwargs)
+                        fork_strength=fork_strength(model), select=rows.select, fork_noise=fork_noise,
+                        **options, **kwargs)
 
     # A1111 reads the signature to choose the arguments it passes (sigmas, eta, noise_sampler...).
     plain = inspect.signature(function)

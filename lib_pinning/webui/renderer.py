@@ -27,13 +27,27 @@ def seeds_of(p) -> list[int]:
     return [int(p.seed) + (i if p.subseed_strength == 0 else 0) for i in range(count)]
 
 
+def _subseeds_of(p) -> list[int]:
+    count = p.batch_size * p.n_iter
+    if isinstance(p.subseed, list):
+        return [int(s) for s in p.subseed[:count]]
+    return [int(p.subseed) + i for i in range(count)]
+
+
+# Inpainting can add masks and composites to the outputs; an individual's images are its seeds' pictures only.
+_OVERRIDES = {"return_mask": False, "return_mask_composite": False}
+
+
 class WebUIRenderer:
-    def __init__(self, p, total_renders: int, on_first_batch: Callable[[torch.Tensor], None] | None = None):
+    def __init__(self, p, total_renders: int, on_first_batch: Callable[[torch.Tensor], None] | None = None,
+                 overrides: dict | None = None):
         self.p = p
         self.seeds = seeds_of(p)
+        self.subseeds = _subseeds_of(p)
         self.total_renders = total_renders
         self.rendered = 0
         self.on_first_batch = on_first_batch
+        self.overrides = {**_OVERRIDES, **(overrides or {})}
         # The last render() call's PIL images and A1111 infotexts by prompt (the run keeps the best's).
         self.outputs: dict[tuple[str, str], tuple[list[Image.Image], list[str]]] = {}
         self.device = devices.device
@@ -43,22 +57,32 @@ class WebUIRenderer:
         state = shared.state
         return bool(state.interrupted or state.skipped or getattr(state, "stopping_generation", False))
 
-    def _render_one(self, positive: str, negative: str) -> torch.Tensor:
-        if self.stop_requested():
-            raise RunStopped()
-        self.rendered += 1
-        shared.state.job = f"Prompt pinning {self.rendered} of {self.total_renders}"
+    def _job(self, positive: str, negative: str, iteration: int):
+        """A copy of the user's job for one batch of one individual: only the prompt (and which seeds) differ."""
+        rows = slice(iteration * self.p.batch_size, (iteration + 1) * self.p.batch_size)
         job = copy.copy(self.p)
         job.prompt, job.negative_prompt = positive, negative
         job.styles = []  # the styles are already part of the genome's prompt
+        # One batch per call: A1111 clears Skip at the start of each batch, so the check after the call sees it.
+        job.n_iter, job.seed, job.subseed = 1, self.seeds[rows], self.subseeds[rows]
         job.do_not_save_samples = job.do_not_save_grid = True
         job.extra_generation_params = dict(self.p.extra_generation_params)
-        processed = processing.process_images(job)
-        if self.stop_requested():  # a cut-short batch holds unfinished images: never scored
-            raise RunStopped()
-        first = processed.index_of_first_image
-        images = processed.images[first:first + len(self.seeds)]
-        infotexts = processed.infotexts[first:first + len(self.seeds)]
+        job.override_settings = {**(self.p.override_settings or {}), **self.overrides}
+        return job
+
+    def _render_one(self, positive: str, negative: str) -> torch.Tensor:
+        self.rendered += 1
+        images, infotexts = [], []
+        for iteration in range(self.p.n_iter):
+            if self.stop_requested():
+                raise RunStopped()
+            shared.state.job = f"Prompt pinning {self.rendered} of {self.total_renders}"
+            processed = processing.process_images(self._job(positive, negative, iteration))
+            if self.stop_requested():  # a cut-short batch holds unfinished images: never scored
+                raise RunStopped()
+            first = processed.index_of_first_image
+            images += processed.images[first:first + self.p.batch_size]
+            infotexts += processed.infotexts[first:first + self.p.batch_size]
         if len(images) != len(self.seeds):
             raise RuntimeError(f"the WebUI returned {len(images)} images for {len(self.seeds)} seeds")
         self.outputs[(positive, negative)] = (images, infotexts)
@@ -72,6 +96,6 @@ class WebUIRenderer:
         return [self._render_one(positive, negative) for positive, negative in prompts]
 
     def show_preview(self, images: torch.Tensor) -> None:
-        """Best so far as the live preview."""
+        """Best so far as the preview between renders (A1111's live previews replace it while sampling)."""
         array = (images[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
         shared.state.assign_current_image(Image.fromarray(array))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 from fastapi import HTTPException
-from modules import devices, processing, shared
+from modules import devices, processing, sd_samplers_common, shared
 from modules.sd_hijack import model_hijack
 
 from ..engine import PinningJob, PinningRun
@@ -27,6 +27,7 @@ from . import controls, samplers, targets
 from .renderer import WebUIRenderer
 
 RUNS_FOLDER = "prompt_pins"
+# The WebUI's own queue already runs one job at a time; this guards code that calls `run` directly.
 _one_run_at_a_time = threading.Lock()
 
 
@@ -67,6 +68,14 @@ class _Plan:
     notices: list
 
 
+def _sampled_steps(p) -> int:
+    """The steps the sampler takes (img2img samples only the denoising strength's share of them)."""
+    if getattr(p, "init_images", None) is None:
+        return p.steps
+    _, encoded_steps = sd_samplers_common.setup_img2img_steps(p)
+    return encoded_steps + 1
+
+
 def _plan(p, values) -> _Plan:
     """Every check that can fail before rendering."""
     settings = controls.decode(values)
@@ -86,13 +95,14 @@ def _plan(p, values) -> _Plan:
     if genome.frozen:
         notices.append(f"passed through unchanged: {', '.join(genome.frozen)}")
     hyperbatch_sampler = is_hyperbatch_sampler(p.sampler_name or "")
-    if hyperbatch_sampler and p.steps <= math.floor(math.log2(p.batch_size)):
-        notices.append(f"{p.steps} steps are too few to fork a batch of {p.batch_size} (steps must exceed "
+    steps = _sampled_steps(p)
+    if hyperbatch_sampler and steps <= math.floor(math.log2(p.batch_size)):
+        notices.append(f"{steps} steps are too few to fork a batch of {p.batch_size} (steps must exceed "
                        f"log2 of the batch size): {p.sampler_name} samples the whole batch at every step")
     weighting = None
     if settings.hyperbatch_weights:
         weighting = HyperbatchWeights(settings.hyperbatch_weight_type, settings.hyperbatch_weight_scale,
-                                      p.steps, settings.hyperbatch_force)
+                                      steps, settings.hyperbatch_force, tree_size=p.batch_size)
         weighting = weighting if weighting.applies_to(p.sampler_name or "") else None
     if target_images and settings.loss_mode == "consistency":
         notices.append("the loss is batch consistency: the target images are not used")
@@ -125,10 +135,8 @@ def _pin(p, plan: _Plan):
             plan.notices.extend(resized)
             objective.set_targets(loaded.to(first_batch.device))
 
-    if is_hyperbatch_sampler(p.sampler_name or ""):
-        p.override_settings = {**(p.override_settings or {}),
-                               samplers.FORK_STRENGTH_SETTING: plan.settings.fork_strength}
-    renderer = WebUIRenderer(p, total_renders, targets_at_render_size)
+    renderer = WebUIRenderer(p, total_renders, targets_at_render_size,
+                             {samplers.FORK_STRENGTH_SETTING: plan.settings.fork_strength})
     run_dir = new_run_dir(Path(p.outpath_samples or "outputs") / RUNS_FOLDER)
     best_outputs = {}
 

@@ -1,7 +1,9 @@
 """The Hyperbatch samplers in A1111's sampler list (the bridge to A1111's sampler call is `bridge.py`).
 
-The fork strength is a WebUI setting ("Hyperbatch fork strength", written to the infotext when not 1 and
-restored from it when pasted), so a pinned prompt's infotext reproduces its pictures in plain txt2img.
+The fork strength is a WebUI setting ("Hyperbatch fork strength", written to every infotext of a Hyperbatch
+sampler and restored from it when pasted), so a pinned prompt's infotext reproduces its pictures in plain
+txt2img. A1111 forks nothing where rows start from different images (hires fix pass, several img2img images),
+with the refiner (it switches models mid-sampling) or SD3 (flow matching).
 """
 
 from __future__ import annotations
@@ -25,9 +27,31 @@ FORK_STRENGTH_INFOTEXT = "Hyperbatch fork strength"
 def fork_strength(model) -> float:
     strength = float(getattr(shared.opts, FORK_STRENGTH_SETTING, 1.0))
     p = getattr(model, "p", None)
-    if strength != 1.0 and p is not None:
+    if p is not None:  # always written: a pasted infotext must not take the strength from the pasting WebUI
         p.extra_generation_params[FORK_STRENGTH_INFOTEXT] = strength
     return strength
+
+
+def _kdiffusion_sampler(function, model, extra_params: list[str]):
+    sampler = sd_samplers_kdiffusion.KDiffusionSampler(function, model)
+    sampler.extra_params = extra_params
+    return sampler
+
+
+def can_fork(model) -> bool:
+    """Whether a Hyperbatch sampler may fork in this sampling call (else it samples the whole batch)."""
+    p = getattr(model, "p", None)
+    if p is None:
+        return True
+    if getattr(p, "is_hr_pass", False) or len(getattr(p, "init_images", None) or []) > 1:
+        return False  # every row starts from its own image: forking would replace it by its parent's
+    if getattr(p, "refiner_checkpoint_info", None) is not None and (p.refiner_switch_at or 0) < 1:
+        print("Hyperbatch: the refiner switches models during sampling; sampling the whole batch at every step")
+        return False
+    if getattr(shared.sd_model, "is_sd3", False):
+        print("Hyperbatch: SD3 samples by flow matching, which forks do not model; sampling the whole batch")
+        return False
+    return True
 
 
 def register() -> list[str]:
@@ -37,10 +61,13 @@ def register() -> list[str]:
         if name in sd_samplers.all_samplers_map:
             continue
         spec = SAMPLERS[name]
-        function = bridge(spec.function, spec.noise == "ancestral", fork_strength)
+        function = bridge(spec.function, spec.noise == "ancestral", fork_strength, can_fork)
         alias = "k_" + name.lower().replace("++", "pp").replace(" ", "_")
+        # A1111 looks up a sampler's extra parameters by function name; these are the plain samplers' ones.
+        extra_params = ["s_noise"] if spec.noise == "brownian" else []
         data = sd_samplers_common.SamplerData(
-            name, lambda model, f=function: sd_samplers_kdiffusion.KDiffusionSampler(f, model), [alias], options)
+            name, lambda model, f=function, extra=extra_params: _kdiffusion_sampler(f, model, extra), [alias],
+            options)
         if hasattr(sd_samplers, "add_sampler"):  # Forge
             sd_samplers.add_sampler(data)
         else:

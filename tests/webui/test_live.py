@@ -68,6 +68,19 @@ def test_a_hyperbatch_sampler_renders_a_full_batch_of_distinct_images(webui, sam
             assert pixels_differ(images[i], images[j]) > 1, f"images {j} and {i} are copies"
     again = [decode_image(image) for image in webui.post("/sdapi/v1/txt2img", payload)["images"]]
     assert all(np.array_equal(a, b) for a, b in zip(images, again)), "the same seeds gave other images"
+    # the fork strength is in every infotext, so that pasting one reproduces it whatever the settings say
+    assert all("Hyperbatch fork strength: 1.0" in text for text in json.loads(response["info"])["infotexts"])
+
+
+def test_the_hires_fix_pass_of_a_hyperbatch_sampler_keeps_every_image_its_own(webui):
+    # Forking in the second pass would replace images 1..3 by variants of image 0: it samples plainly instead,
+    # so it must equal the plain sampler as the hires sampler.
+    payload = {**BASE, "sampler_name": "DPM++ 2M Hyperbatch", "batch_size": 4, "steps": 5, "enable_hr": True,
+               "hr_scale": 1.5, "hr_second_pass_steps": 3, "denoising_strength": 0.5, "hr_upscaler": "Latent"}
+    same = webui.post("/sdapi/v1/txt2img", payload)["images"]  # no hires sampler: the same one
+    plain = webui.post("/sdapi/v1/txt2img", {**payload, "hr_sampler_name": "DPM++ 2M"})["images"]
+    assert len(same) == 4 and decode_image(same[0]).shape == (96, 96, 3)
+    assert all(np.array_equal(decode_image(a), decode_image(b)) for a, b in zip(same, plain))
 
 
 @pytest.fixture(scope="module")
@@ -131,15 +144,15 @@ def test_bad_input_gets_one_clear_message_and_the_server_keeps_serving(webui, ch
     assert webui.get("/sdapi/v1/scripts")  # still serving
 
 
-@pytest.mark.parametrize("stop", ["interrupt", "skip"])
-def test_interrupt_and_skip_end_the_run_with_its_finished_generations(webui, stop):
+@pytest.mark.parametrize("stop, n_iter", [("interrupt", 1), ("skip", 1), ("skip", 2)])
+def test_interrupt_and_skip_end_the_run_with_its_finished_generations(webui, stop, n_iter):
     result = {}
-    payload = {**BASE, "steps": 2, "script_name": SCRIPT, "script_args": script_args(generations=20, lambda_=2,
-                                                                                    log=False)}
+    payload = {**BASE, "steps": 2, "n_iter": n_iter, "sampler_name": "DPM++ 2M Hyperbatch", "script_name": SCRIPT,
+               "script_args": script_args(generations=20, lambda_=2, log=False)}
     job = threading.Thread(target=lambda: result.setdefault("response", webui.request("/sdapi/v1/txt2img", payload)))
     job.start()
     deadline = time.monotonic() + 600
-    while webui.get("/sdapi/v1/progress?skip_current_image=true")["state"]["job_no"] < 4:  # baseline + 3 renders
+    while webui.get("/sdapi/v1/progress?skip_current_image=true")["state"]["job_no"] < 4 * n_iter:  # 4 renders
         assert time.monotonic() < deadline and job.is_alive(), "the run did not get going"
         time.sleep(0.3)
     webui.post(f"/sdapi/v1/{stop}", {})
@@ -148,7 +161,7 @@ def test_interrupt_and_skip_end_the_run_with_its_finished_generations(webui, sto
     assert status == 200, body
     summary = json.loads(body["info"])["extra_generation_params"]["Prompt pinning"]
     assert summary["status"] == "interrupted" and 1 <= summary["generations"] < 20
-    assert len(body["images"]) == BASE["batch_size"]  # the best so far
+    assert len(body["images"]) == BASE["batch_size"] * n_iter  # the best so far
     status, record = webui.request("/file=" + summary["run_folder"] + "/run.json")
     assert record["status"] == "interrupted" and len(record["generations"]) == summary["generations"]
     assert len(webui.post("/sdapi/v1/txt2img", BASE)["images"]) == BASE["batch_size"]  # the next job runs
