@@ -61,7 +61,8 @@ def hyperbatch_part(url: str, batch: int, steps: int, repeats: int) -> str:
         rows.append(f"| {hyper} | {a:.1f} | {b:.1f} | {a / b:.2f}× | {limit:.2f}× | {100 * (a / b) / limit:.0f} % |")
     header = (f"txt2img {SIZE}x{SIZE}, batch {batch}, {steps} steps, CFG 7, seed 1; wall seconds per call (API "
               f"round trip, VAE decode and PNG encoding included), medians of {repeats} alternating calls.\n\n"
-              "| sampler | plain | Hyperbatch | speed-up | row-count limit | share of limit |\n|---|---|---|---|---|---|")
+              "| sampler | plain | Hyperbatch | speed-up | row-count limit | share of limit |\n"
+              "|---|---|---|---|---|---|")
     return "\n".join([header, *rows])
 
 
@@ -87,7 +88,8 @@ def overhead_part(url: str, batch: int, steps: int, generations: int, lambda_: i
     return (f"Pinning job through the API: txt2img {SIZE}x{SIZE}, batch {batch}, {steps} steps DPM++ 2M, "
             f"{generations} generations x λ {lambda_} = {len(individuals)} individuals, report on; ms per "
             f"individual from run.json.\n\n"
-            "| render | loss (ꟻLIP) | report hooks, run.json, bookkeeping | not rendering / render |\n|---|---|---|---|\n"
+            "| render | loss (ꟻLIP) | report hooks, run.json, bookkeeping | not rendering / render |\n"
+            "|---|---|---|---|\n"
             f"| {render * per:.0f} | {loss * per:.1f} | {other * per:.1f} | "
             f"{100 * (generations_wall - render) / render:.2f} % |\n\n"
             f"Whole request {wall:.1f} s; outside the generations (checks, the baseline render of one batch, the "
@@ -111,7 +113,8 @@ def main() -> None:
         text = hyperbatch_part(url, args.batch, args.steps, args.repeats)
         print(text)
         if args.write:
-            append_section("## hyperbatch", f"\n### hyperbatch in the WebUI — {date.today()} — {machine}\n\n{text}\n")
+            heading = f"### hyperbatch in the WebUI — {date.today()} — {machine}"
+            append_section("## hyperbatch", f"\n{heading}\n\n{text}\n")
     if args.part in ("overhead", "all"):
         text = overhead_part(url, 4, 4, 3, 4)
         print(text)

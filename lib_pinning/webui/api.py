@@ -41,8 +41,9 @@ def _api_auth(credentials: HTTPBasicCredentials = Depends(HTTPBasic())) -> bool:
 
 
 def add_routes(_demo, app: FastAPI) -> None:
-    """`script_callbacks.on_app_started` hook: with --api only, behind --api-auth when set, once per app."""
-    if not getattr(shared.cmd_opts, "api", False):
+    """`script_callbacks.on_app_started` hook: where the API is served (--api, --nowebui), behind --api-auth
+    when set, once per app."""
+    if not (getattr(shared.cmd_opts, "api", False) or getattr(shared.cmd_opts, "nowebui", False)):
         return
     if any(getattr(route, "path", None) == TOKENS_ROUTE for route in app.routes):
         return  # "Reload UI" calls the hook again

@@ -100,6 +100,10 @@ def defaults() -> list:
     return [control.default for control in CONTROLS]
 
 
+def default_of(key: str):
+    return CONTROLS[KEYS.index(key)].default
+
+
 def _number(control: Control, value) -> float:
     if isinstance(value, bool) or value is None or value == "":
         raise SettingsError(f"{control.label}: a number is needed, got {value!r}")

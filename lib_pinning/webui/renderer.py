@@ -17,6 +17,7 @@ from PIL import Image
 
 from ..engine import RunStopped
 from ..objective import image_to_tensor
+from . import samplers
 
 
 def seeds_of(p) -> list[int]:
@@ -34,20 +35,16 @@ def _subseeds_of(p) -> list[int]:
     return [int(p.subseed) + i for i in range(count)]
 
 
-# Inpainting can add masks and composites to the outputs; an individual's images are its seeds' pictures only.
-_OVERRIDES = {"return_mask": False, "return_mask_composite": False}
-
-
 class WebUIRenderer:
     def __init__(self, p, total_renders: int, on_first_batch: Callable[[torch.Tensor], None] | None = None,
-                 overrides: dict | None = None):
+                 fork_strength: float | None = None):
         self.p = p
         self.seeds = seeds_of(p)
         self.subseeds = _subseeds_of(p)
         self.total_renders = total_renders
         self.rendered = 0
         self.on_first_batch = on_first_batch
-        self.overrides = {**_OVERRIDES, **(overrides or {})}
+        self.fork_strength = fork_strength  # for the Hyperbatch samplers (lib_pinning.webui.samplers)
         # The last render() call's PIL images and A1111 infotexts by prompt (the run keeps the best's).
         self.outputs: dict[tuple[str, str], tuple[list[Image.Image], list[str]]] = {}
         self.device = devices.device
@@ -67,8 +64,20 @@ class WebUIRenderer:
         job.n_iter, job.seed, job.subseed = 1, self.seeds[rows], self.subseeds[rows]
         job.do_not_save_samples = job.do_not_save_grid = True
         job.extra_generation_params = dict(self.p.extra_generation_params)
-        job.override_settings = {**(self.p.override_settings or {}), **self.overrides}
+        if self.fork_strength is not None:
+            # An attribute, not an override: overridden settings are written back after every job, which
+            # --freeze-settings forbids.
+            setattr(job, samplers.FORK_STRENGTH_SETTING, self.fork_strength)
         return job
+
+    def _pictures(self, job, processed) -> tuple[list[Image.Image], list[str]]:
+        """The seeds' pictures and infotexts of one batch (inpainting may add a mask and a composite each)."""
+        per_seed = 1
+        if getattr(job, "mask_for_overlay", None) is not None:
+            per_seed += int(bool(shared.opts.return_mask)) + int(bool(shared.opts.return_mask_composite))
+        first, batch = processed.index_of_first_image, self.p.batch_size
+        return (processed.images[first::per_seed][:batch],
+                processed.infotexts[first:first + batch])
 
     def _render_one(self, positive: str, negative: str) -> torch.Tensor:
         self.rendered += 1
@@ -77,12 +86,13 @@ class WebUIRenderer:
             if self.stop_requested():
                 raise RunStopped()
             shared.state.job = f"Prompt pinning {self.rendered} of {self.total_renders}"
-            processed = processing.process_images(self._job(positive, negative, iteration))
+            job = self._job(positive, negative, iteration)
+            processed = processing.process_images(job)
             if self.stop_requested():  # a cut-short batch holds unfinished images: never scored
                 raise RunStopped()
-            first = processed.index_of_first_image
-            images += processed.images[first:first + self.p.batch_size]
-            infotexts += processed.infotexts[first:first + self.p.batch_size]
+            pictures, texts = self._pictures(job, processed)
+            images += pictures
+            infotexts += texts
         if len(images) != len(self.seeds):
             raise RuntimeError(f"the WebUI returned {len(images)} images for {len(self.seeds)} seeds")
         self.outputs[(positive, negative)] = (images, infotexts)

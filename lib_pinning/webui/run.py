@@ -86,6 +86,10 @@ def _plan(p, values) -> _Plan:
     if images_per_individual < 2:
         raise PinningInputError("Prompt pinning compares the images of a batch: set Batch size (or Batch "
                                 "count) so that there are at least 2 images")
+    init_images = getattr(p, "init_images", None) or []
+    if 1 < len(init_images) != p.batch_size:
+        raise PinningInputError(f"img2img with {len(init_images)} input images: set Batch size to "
+                                f"{len(init_images)} (one image per row) or give one image")
     genome = build_genome(prompt, negative, settings.granularity,
                           embeddings=model_hijack.embedding_db.word_embeddings.keys())
     if settings.cma_seed_from_image:
@@ -135,8 +139,7 @@ def _pin(p, plan: _Plan):
             plan.notices.extend(resized)
             objective.set_targets(loaded.to(first_batch.device))
 
-    renderer = WebUIRenderer(p, total_renders, targets_at_render_size,
-                             {samplers.FORK_STRENGTH_SETTING: plan.settings.fork_strength})
+    renderer = WebUIRenderer(p, total_renders, targets_at_render_size, _fork_strength(p, plan.settings))
     run_dir = new_run_dir(Path(p.outpath_samples or "outputs") / RUNS_FOLDER)
     best_outputs = {}
 
@@ -157,7 +160,15 @@ def _pin(p, plan: _Plan):
         pinning.record["message"] = _fault_message(error)
         print(f"Prompt pinning: the run failed: {pinning.record['message']}")
         devices.torch_gc()
-    return _processed(p, pinning.record, best_outputs.get("images"), run_dir, plan.notices)
+    return _processed(p, pinning.record, best_outputs.get("images"), run_dir, plan.notices, renderer.subseeds)
+
+
+def _fork_strength(p, settings: controls.PinSettings) -> float:
+    """The control's strength; at its default, a strength the job already overrides (a pasted infotext) wins."""
+    overridden = (p.override_settings or {}).get(samplers.FORK_STRENGTH_SETTING)
+    if overridden is not None and settings.fork_strength == controls.default_of("fork_strength"):
+        return float(overridden)
+    return settings.fork_strength
 
 
 def _fault_message(error: Exception) -> str:
@@ -178,7 +189,7 @@ def _options_record(p, plan: _Plan) -> dict:
             "controls": plan.settings.raw, "webui": True}
 
 
-def _processed(p, record: dict, outputs, run_dir: Path, notices: list):
+def _processed(p, record: dict, outputs, run_dir: Path, notices: list, subseeds: list[int]):
     status = record["status"]
     report = run_dir / "index.html"
     if outputs is None:  # stopped or failed before the first batch was finished: nothing to show
@@ -203,7 +214,7 @@ def _processed(p, record: dict, outputs, run_dir: Path, notices: list):
     processed = processing.Processed(
         p, list(images), seed=int(p.seed), info=infotexts[0], all_prompts=[best["prompt"]] * len(images),
         all_negative_prompts=[best["negative_prompt"]] * len(images), all_seeds=list(record["options"]["seeds"]),
-        infotexts=list(infotexts))
+        subseed=subseeds[0], all_subseeds=list(subseeds), infotexts=list(infotexts))
     processed.prompt, processed.negative_prompt = best["prompt"], best["negative_prompt"]
     # For API clients: the response's `info` carries extra_generation_params (the infotexts are already made).
     processed.extra_generation_params = {**processed.extra_generation_params, "Prompt pinning": {

@@ -25,11 +25,23 @@ FORK_STRENGTH_INFOTEXT = "Hyperbatch fork strength"
 
 
 def fork_strength(model) -> float:
-    strength = float(getattr(shared.opts, FORK_STRENGTH_SETTING, 1.0))
+    """The job's own strength (set by the pinning script) or the setting's."""
     p = getattr(model, "p", None)
+    strength = getattr(p, FORK_STRENGTH_SETTING, None)
+    if strength is None:
+        strength = getattr(shared.opts, FORK_STRENGTH_SETTING, 1.0)
     if p is not None:  # always written: a pasted infotext must not take the strength from the pasting WebUI
-        p.extra_generation_params[FORK_STRENGTH_INFOTEXT] = strength
-    return strength
+        p.extra_generation_params[FORK_STRENGTH_INFOTEXT] = float(strength)
+    return float(strength)
+
+
+_said: set[str] = set()
+
+
+def _say_once(message: str) -> None:
+    if message not in _said:
+        _said.add(message)
+        print(message)
 
 
 def _kdiffusion_sampler(function, model, extra_params: list[str]):
@@ -46,10 +58,10 @@ def can_fork(model) -> bool:
     if getattr(p, "is_hr_pass", False) or len(getattr(p, "init_images", None) or []) > 1:
         return False  # every row starts from its own image: forking would replace it by its parent's
     if getattr(p, "refiner_checkpoint_info", None) is not None and (p.refiner_switch_at or 0) < 1:
-        print("Hyperbatch: the refiner switches models during sampling; sampling the whole batch at every step")
+        _say_once("Hyperbatch: the refiner switches models during sampling; sampling the whole batch at every step")
         return False
     if getattr(shared.sd_model, "is_sd3", False):
-        print("Hyperbatch: SD3 samples by flow matching, which forks do not model; sampling the whole batch")
+        _say_once("Hyperbatch: SD3 samples by flow matching, which forks do not model; sampling the whole batch")
         return False
     return True
 

@@ -130,6 +130,22 @@ def test_the_pinned_prompt_reproduces_its_images_in_plain_txt2img(webui, pinned)
         assert np.abs(decode_image(best) - decode_image(again)).max() <= 2
 
 
+def test_a_hyperbatch_pinning_with_batch_count_2_reproduces_through_its_infotext(webui):
+    # Two batches per individual, a fork strength that is not the setting's: the infotext carries it, and a
+    # vanilla call that takes it from there (as pasting the infotext does) gives the same images.
+    base = {**BASE, "sampler_name": "DPM++ 2M Hyperbatch", "n_iter": 2, "steps": 4}
+    response = webui.post("/sdapi/v1/txt2img", {**base, "script_name": SCRIPT, "script_args": script_args(
+        generations=1, lambda_=2, log=False, fork_strength=0.5)})
+    info = json.loads(response["info"])
+    assert len(response["images"]) == 4 and info["all_seeds"] == [1234, 1235, 1236, 1237]
+    assert all("Hyperbatch fork strength: 0.5" in text for text in info["infotexts"])
+    plain = webui.post("/sdapi/v1/txt2img", {**base, "prompt": info["prompt"],
+                                             "negative_prompt": info["negative_prompt"],
+                                             "override_settings": {"hyperbatch_fork_strength": 0.5}})
+    for best, again in zip(response["images"], plain["images"], strict=True):
+        assert np.abs(decode_image(best) - decode_image(again)).max() <= 2
+
+
 @pytest.mark.parametrize("changes, payload_changes, says", [
     ({"targets": ["data:image/png;base64,bm90IGFuIGltYWdl"]}, {}, "target image 1"),
     ({}, {"batch_size": 1}, "at least 2 images"),
