@@ -83,6 +83,35 @@ def test_options_the_search_refuses_are_refused_before_rendering():
         settings.search.resolved(5)
 
 
+def test_the_cma_seed_is_the_image_seed_unless_given():
+    assert decode(defaults()).search_for(1234).cma_seed == 1234
+    given = decode(values(cma_seed=7))
+    assert given.search_for(1234).cma_seed == 7
+    assert decode(defaults()).search.cma_seed == 0  # the decoded settings themselves are not changed
+
+
+def test_hyperbatch_weights_follow_the_sampler_and_each_batch_is_its_own_trees():
+    settings = decode(values(hyperbatch_weight_type="Polynomial", hyperbatch_weight_scale=0.5))
+    weights = settings.weighting("DPM++ 2M Hyperbatch", 12, 4)
+    assert (weights.kind, weights.scale, weights.steps, weights.tree_size) == ("Polynomial", 0.5, 12, 4)
+    assert settings.weighting("DPM++ 2M", 12, 4) is None  # a plain sampler forks nothing
+    assert decode(values(hyperbatch_force=True)).weighting("DPM++ 2M", 12, 4) is not None
+    assert decode(values(hyperbatch_weights=False)).weighting("DPM++ 2M Hyperbatch", 12, 4) is None
+
+
+def test_notices_for_too_few_steps_to_fork_and_unused_targets():
+    settings = decode(defaults())
+    assert settings.notices("DPM++ 2M Hyperbatch", 3, 8, 1) == [
+        "3 steps are too few to fork a batch of 8 (steps must exceed log2 of the batch size): "
+        "DPM++ 2M Hyperbatch samples the whole batch at every step"]
+    assert settings.notices("DPM++ 2M Hyperbatch", 4, 8, 1) == []
+    assert settings.notices("DPM++ 2M", 1, 8, 1) == []
+    consistency = decode(values(loss_mode="consistency"))
+    assert consistency.notices("Euler a", 20, 2, 2) == ["the loss is batch consistency: the target images are "
+                                                        "not used"]
+    assert consistency.notices("Euler a", 20, 2, 0) == []
+
+
 def test_every_control_has_a_tooltip_and_every_tooltip_a_control():
     script = (ROOT / "javascript" / "prompt_pinning.js").read_text()
     tooltips = dict(re.findall(r'^\s*"(.+?)":\s*"(.+)",?$', script, flags=re.M))

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..genome import GRANULARITIES
-from ..hyperbatch import WEIGHT_KINDS
+from ..hyperbatch import WEIGHT_KINDS, HyperbatchWeights, is_hyperbatch_sampler
 from ..objective import LOSS_MODES
 from ..search import WEIGHT_SCHEMES, SearchOptions
 
@@ -93,6 +93,28 @@ class PinSettings:
     hyperbatch_force: bool
     fork_strength: float
     raw: dict = field(default_factory=dict)  # the decoded values by key, for run.json
+
+    def search_for(self, image_seed: int) -> SearchOptions:
+        """The search options of a run whose first image seed is `image_seed` (CMA seed -1 takes it)."""
+        return replace(self.search, cma_seed=int(image_seed)) if self.cma_seed_from_image else self.search
+
+    def weighting(self, sampler: str, steps: int, batch_size: int) -> HyperbatchWeights | None:
+        """The Hyperbatch weighting of the loss: each sampling call of `batch_size` rows is its own trees."""
+        if not self.hyperbatch_weights:
+            return None
+        weights = HyperbatchWeights(self.hyperbatch_weight_type, self.hyperbatch_weight_scale, steps,
+                                    self.hyperbatch_force, tree_size=batch_size)
+        return weights if weights.applies_to(sampler) else None
+
+    def notices(self, sampler: str, steps: int, batch_size: int, target_count: int) -> list[str]:
+        """What the user should know before the run, though nothing stops it."""
+        notices = []
+        if is_hyperbatch_sampler(sampler) and steps <= math.floor(math.log2(batch_size)):
+            notices.append(f"{steps} steps are too few to fork a batch of {batch_size} (steps must exceed "
+                           f"log2 of the batch size): {sampler} samples the whole batch at every step")
+        if target_count and self.loss_mode == "consistency":
+            notices.append("the loss is batch consistency: the target images are not used")
+        return notices
 
 
 def defaults() -> list:

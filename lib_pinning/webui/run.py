@@ -9,7 +9,6 @@ report is.
 from __future__ import annotations
 
 import dataclasses
-import math
 import threading
 from pathlib import Path
 
@@ -20,9 +19,10 @@ from modules.sd_hijack import model_hijack
 
 from ..engine import PinningJob, PinningRun
 from ..genome import PromptError, build_genome
-from ..hyperbatch import HyperbatchWeights, is_hyperbatch_sampler
+from ..hyperbatch import HyperbatchWeights
 from ..objective import Objective, TargetError, prepare_targets
 from ..runfile import new_run_dir
+from ..search import SearchOptions
 from . import controls, samplers, targets
 from .renderer import WebUIRenderer
 
@@ -60,6 +60,7 @@ def _styled_prompts(p) -> tuple[str, str]:
 @dataclasses.dataclass
 class _Plan:
     settings: controls.PinSettings
+    search: SearchOptions
     target_images: list
     genome: object
     prompt: str
@@ -92,25 +93,13 @@ def _plan(p, values) -> _Plan:
                                 f"{len(init_images)} (one image per row) or give one image")
     genome = build_genome(prompt, negative, settings.granularity,
                           embeddings=model_hijack.embedding_db.word_embeddings.keys())
-    if settings.cma_seed_from_image:
-        settings.search.cma_seed = int(p.seed)
-    settings.search.resolved(len(genome))  # raises on bad CMA-ES options
-    notices = []
-    if genome.frozen:
-        notices.append(f"passed through unchanged: {', '.join(genome.frozen)}")
-    hyperbatch_sampler = is_hyperbatch_sampler(p.sampler_name or "")
-    steps = _sampled_steps(p)
-    if hyperbatch_sampler and steps <= math.floor(math.log2(p.batch_size)):
-        notices.append(f"{steps} steps are too few to fork a batch of {p.batch_size} (steps must exceed "
-                       f"log2 of the batch size): {p.sampler_name} samples the whole batch at every step")
-    weighting = None
-    if settings.hyperbatch_weights:
-        weighting = HyperbatchWeights(settings.hyperbatch_weight_type, settings.hyperbatch_weight_scale,
-                                      steps, settings.hyperbatch_force, tree_size=p.batch_size)
-        weighting = weighting if weighting.applies_to(p.sampler_name or "") else None
-    if target_images and settings.loss_mode == "consistency":
-        notices.append("the loss is batch consistency: the target images are not used")
-    return _Plan(settings, target_images, genome, prompt, negative, weighting, notices)
+    search = settings.search_for(p.seed)
+    search.resolved(len(genome))  # raises on bad CMA-ES options
+    sampler, steps = p.sampler_name or "", _sampled_steps(p)
+    notices = [f"passed through unchanged: {', '.join(genome.frozen)}"] if genome.frozen else []
+    notices += settings.notices(sampler, steps, p.batch_size, len(target_images))
+    return _Plan(settings, search, target_images, genome, prompt, negative,
+                 settings.weighting(sampler, steps, p.batch_size), notices)
 
 
 def run(p, *values):
@@ -128,7 +117,7 @@ def run(p, *values):
 
 
 def _pin(p, plan: _Plan):
-    search = plan.settings.search
+    search = plan.search
     resolved = search.resolved(len(plan.genome))
     total_renders = 1 + resolved.generations * resolved.lambda_
     objective = Objective(None, plan.settings.loss_mode, plan.weighting)
