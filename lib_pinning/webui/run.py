@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 from fastapi import HTTPException
-from modules import devices, processing, sd_samplers_common, shared
+from modules import devices, processing, shared
 from modules.sd_hijack import model_hijack
 
 from ..engine import PinningJob, PinningRun
@@ -70,11 +70,13 @@ class _Plan:
 
 
 def _sampled_steps(p) -> int:
-    """The steps the sampler takes (img2img samples only the denoising strength's share of them)."""
+    """The steps the sampler takes: img2img samples only the denoising strength's share of them, unless
+    "img2img_fix_steps" is on (A1111's setup_img2img_steps; read here with the job's own override of it)."""
     if getattr(p, "init_images", None) is None:
         return p.steps
-    _, encoded_steps = sd_samplers_common.setup_img2img_steps(p)
-    return encoded_steps + 1
+    if (p.override_settings or {}).get("img2img_fix_steps", shared.opts.img2img_fix_steps):
+        return p.steps
+    return int(min(p.denoising_strength, 0.999) * p.steps) + 1
 
 
 def _plan(p, values) -> _Plan:

@@ -202,6 +202,17 @@ def test_hyperbatch_in_img2img_and_inpainting(webui, target, masked):
             assert pixels_differ(image[:8], original[:8]) < 3
 
 
+def test_pinning_in_img2img(webui, target):
+    payload = {**BASE, "init_images": [target], "denoising_strength": 0.6, "sampler_name": "Euler a Hyperbatch",
+               "steps": 6, "script_name": SCRIPT, "script_args": script_args(generations=1, lambda_=2, log=False)}
+    response = webui.post("/sdapi/v1/img2img", payload)
+    summary = json.loads(response["info"])["extra_generation_params"]["Prompt pinning"]
+    assert summary["status"] == "done" and len(response["images"]) == BASE["batch_size"]
+    assert "img2img-images/prompt_pins/" in summary["run_folder"]
+    status, record = webui.request("/file=" + summary["run_folder"] + "/run.json")
+    assert record["options"]["hyperbatch_weights"]["steps"] == 4  # int(0.6 * 6) + 1 steps are sampled
+
+
 def test_too_few_steps_for_a_hyperbatch_fork_is_a_notice_not_a_failure(webui):
     payload = {**BASE, "sampler_name": "DPM++ 2M Hyperbatch", "steps": 2, "batch_size": 4, "script_name": SCRIPT,
                "script_args": script_args(generations=1, lambda_=2, log=False)}
