@@ -1,4 +1,4 @@
-"""The engine's `Renderer` inside A1111: one `process_images` call per individual, on a copy of the user's job.
+"""The engine's `Renderer` inside A1111: one `process_images` call per batch of an individual, on a copy of p.
 
 Every individual renders the user's settings with the same seeds; only the prompt text differs, written in
 plain A1111 emphasis syntax, so the pinned prompt reproduces its images in vanilla txt2img. Images stay in

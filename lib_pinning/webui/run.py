@@ -130,7 +130,8 @@ def _pin(p, plan: _Plan):
             plan.notices.extend(resized)
             objective.set_targets(loaded.to(first_batch.device))
 
-    renderer = WebUIRenderer(p, total_renders, targets_at_render_size, _fork_strength(p, plan.settings))
+    strength = _fork_strength(p, plan.settings)
+    renderer = WebUIRenderer(p, total_renders, targets_at_render_size, strength)
     run_dir = new_run_dir(Path(p.outpath_samples or "outputs") / RUNS_FOLDER)
     best_outputs = {}
 
@@ -139,10 +140,10 @@ def _pin(p, plan: _Plan):
         renderer.show_preview(images)
 
     shared.state.job_count = total_renders * p.n_iter
-    shared.total_tqdm.updateTotal(total_renders * p.n_iter * p.steps)
+    shared.total_tqdm.updateTotal(total_renders * p.n_iter * _sampled_steps(p))
     for notice in plan.notices:
         print(f"Prompt pinning: {notice}")
-    job = PinningJob(plan.genome, renderer, objective, search, run_dir, _options_record(p, plan),
+    job = PinningJob(plan.genome, renderer, objective, search, run_dir, _options_record(p, plan, strength),
                      should_stop=renderer.stop_requested, progress=False, on_best=on_best)
     pinning = PinningRun(job)
     try:
@@ -168,14 +169,14 @@ def _fault_message(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def _options_record(p, plan: _Plan) -> dict:
+def _options_record(p, plan: _Plan, fork_strength: float) -> dict:
     checkpoint = getattr(getattr(shared.sd_model, "sd_checkpoint_info", None), "name_for_extra", None)
     return {"prompt": plan.prompt, "negative_prompt": plan.negative_prompt, "prompt_as_typed": p.prompt,
             "styles": list(getattr(p, "styles", None) or []), "targets": len(plan.target_images),
             "batch_size": p.batch_size, "n_iter": p.n_iter, "steps": p.steps, "sampler": p.sampler_name,
             "schedule": getattr(p, "scheduler", None), "cfg_scale": p.cfg_scale, "width": p.width,
             "height": p.height, "seed": int(p.seed), "granularity": plan.settings.granularity,
-            "fork_strength": plan.settings.fork_strength, "model": checkpoint,
+            "fork_strength": fork_strength, "model": checkpoint,
             "hyperbatch_weights": None if plan.weighting is None else dataclasses.asdict(plan.weighting),
             "controls": plan.settings.raw, "webui": True}
 
