@@ -8,6 +8,7 @@ Modes:
 
 from __future__ import annotations
 
+import io
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,23 @@ def _grey_tensor(image: Image.Image) -> torch.Tensor:
     return grey.expand(3, *grey.shape).contiguous()
 
 
+def decode_image(source: str | Path | bytes, where: str, max_pixels: int | None = None) -> Image.Image:
+    """Fully decode an image file or its bytes, or raise TargetError naming `where` in one clear line.
+
+    With `max_pixels`, a larger image is refused from its header, before its pixels are decoded.
+    """
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+            width, height = image.size
+            if max_pixels is None or width * height <= max_pixels:
+                image.load()
+                return image.copy()
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+        raise TargetError(f"{where} is not a readable image ({error})") from None
+    raise TargetError(f"{where} is {width}x{height}: larger than the {max_pixels} pixels a target may have "
+                      "(scale it down to the output size)")
+
+
 def open_image(path: str | Path) -> Image.Image:
     """Open and fully decode an image file, or raise TargetError with one clear line."""
     path = Path(path)
@@ -62,12 +80,7 @@ def open_image(path: str | Path) -> Image.Image:
         raise TargetError(f"target image {str(path)!r} does not exist")
     if path.stat().st_size == 0:
         raise TargetError(f"target image {str(path)!r} is empty")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.copy()
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
-        raise TargetError(f"target image {str(path)!r} is not a readable image ({error})") from None
+    return decode_image(path, f"target image {str(path)!r}")
 
 
 def prepare_targets(images: list[Image.Image], size: tuple[int, int]) -> tuple[torch.Tensor, list[str]]:

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from ..objective import TargetError
+from ..objective import TargetError, decode_image
 
 # Larger targets are refused rather than decoded: FLIP at this size would dwarf any render.
 MAX_TARGET_PIXELS = 4096 * 4096
@@ -57,28 +56,18 @@ def _path_of(item) -> str | os.PathLike | None:
     return item if isinstance(item, (str, os.PathLike)) else None
 
 
-def _open(data: bytes | str | os.PathLike, where: str) -> Image.Image:
-    source = io.BytesIO(data) if isinstance(data, bytes) else data
-    if isinstance(data, bytes) and not data:
-        raise TargetError(f"{where} is empty")
-    try:
-        with Image.open(source) as image:
-            width, height = image.size
-            if width * height > MAX_TARGET_PIXELS:
-                raise TargetError(f"{where} is {width}x{height}: larger than the {MAX_TARGET_PIXELS} pixels "
-                                  "a target may have (scale it down to the output size)")
-            image.load()
-            return image.copy()
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
-        raise TargetError(f"{where} is not a readable image ({error})") from None
-
-
 def _open_path(path: Path, where: str) -> Image.Image:
     if not path.is_file():
         raise TargetError(f"{where}: the uploaded file {path.name!r} is gone (upload it again)")
     if path.stat().st_size == 0:
         raise TargetError(f"{where} ({path.name}) is empty")
-    return _open(path, f"{where} ({path.name})")
+    return decode_image(path, f"{where} ({path.name})", MAX_TARGET_PIXELS)
+
+
+def _open_bytes(data: bytes, where: str) -> Image.Image:
+    if not data:
+        raise TargetError(f"{where} is empty")
+    return decode_image(data, where, MAX_TARGET_PIXELS)
 
 
 def _is_file_path(text: str) -> bool:
@@ -99,7 +88,7 @@ def decode_target(item, index: int) -> Image.Image:
     if isinstance(item, str):
         if _is_file_path(item):
             return _open_path(Path(item), where)
-        return _open(_decode_base64(item, where), where)
+        return _open_bytes(_decode_base64(item, where), where)
     path = _path_of(item)
     if path is not None:
         return _open_path(Path(path), where)
