@@ -235,6 +235,7 @@ def hyperbatch(sampler: Callable) -> Callable:
     plain = inspect.signature(sampler)
     # A1111 reads the signature to decide which arguments (sigmas, eta, s_noise, noise_sampler) to pass.
     sample.__signature__ = plain.replace(parameters=[*plain.parameters.values(), *options])
+    sample.plain_sampler = sampler  # callers that pass the options themselves show the plain signature
     sample.__name__ = sample.__qualname__ = f"{sampler.__name__}_hyperbatch"
     sample.__doc__ = f"{(sampler.__doc__ or sampler.__name__).strip()} Hyperbatch (see lib_pinning.hyperbatch)."
     return sample

@@ -26,9 +26,6 @@ from collections.abc import Callable
 import k_diffusion.sampling
 import torch
 
-_HYPERBATCH_OPTIONS = ("fork_strength", "groups", "batch_sizes", "select", "fork_noise")
-
-
 def _narrow_cond(cond, rows: list[int]):
     if hasattr(cond, "batch") and hasattr(cond, "shape"):  # MulticondLearnedConditioning(shape, batch)
         return type(cond)(shape=(len(rows),), batch=[cond.batch[r] for r in rows])
@@ -46,7 +43,7 @@ def _narrow_tensor(value, rows: list[int], batch_size: int | None):
     return value
 
 
-def select_conditioning(extra_args: dict, rows: torch.Tensor, batch_size: int) -> dict:
+def select_conditioning(extra_args: dict, rows, batch_size: int) -> dict:
     """New sampler arguments for `rows` of a batch of `batch_size` (the `select` of lib_pinning.hyperbatch)."""
     indices = [int(r) for r in rows]
     selected = {}
@@ -76,7 +73,7 @@ class RowsDenoiser:
 
     def select(self, extra_args: dict, rows: torch.Tensor) -> dict:
         self.rows = [int(r) for r in rows]
-        return select_conditioning(extra_args, rows, self.batch_size)
+        return select_conditioning(extra_args, self.rows, self.batch_size)
 
     def __call__(self, x, sigma, **kwargs):
         if x.shape[0] == self.batch_size:
@@ -130,9 +127,7 @@ def bridge(function: Callable, ancestral: bool, fork_strength: Callable[[object]
                         **options, **kwargs)
 
     # A1111 reads the signature to choose the arguments it passes (sigmas, eta, noise_sampler...).
-    plain = inspect.signature(function)
-    sample.__signature__ = plain.replace(parameters=[
-        parameter for name, parameter in plain.parameters.items() if name not in _HYPERBATCH_OPTIONS])
+    sample.__signature__ = inspect.signature(getattr(function, "plain_sampler", function))
     sample.__name__ = sample.__qualname__ = function.__name__
     sample.__doc__ = function.__doc__
     return sample
