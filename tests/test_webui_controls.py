@@ -16,16 +16,9 @@ from lib_pinning.objective import TargetError
 from lib_pinning.runfile import new_run_dir
 from lib_pinning.search import SearchOptions
 from lib_pinning.webui import targets
-from lib_pinning.webui.controls import CONTROLS, KEYS, SettingsError, decode, defaults
+from lib_pinning.webui.controls import CONTROLS, KEYS, SettingsError, decode, defaults, script_args
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def values(**changes):
-    result = defaults()
-    for key, value in changes.items():
-        result[KEYS.index(key)] = value
-    return result
 
 
 # --- arguments -------------------------------------------------------------------------------------------
@@ -40,7 +33,7 @@ def test_defaults_give_the_engines_own_defaults():
 
 
 def test_values_reach_the_search_options():
-    settings = decode(values(generations=5, cma_seed=9, sigma=0.2, lambda_=6, mu=2, weights="equal", cs=0.3,
+    settings = decode(script_args(generations=5, cma_seed=9, sigma=0.2, lambda_=6, mu=2, weights="equal", cs=0.3,
                              size_limit=2.0, size_limit_error=-1, size_limit_weight=4.0, log=False,
                              cmatrix="[[2, 0], [0, 1]]"))
     search = settings.search
@@ -49,7 +42,7 @@ def test_values_reach_the_search_options():
     assert search.size_limit_error is None and search.damps is None and not search.log
     assert search.cmatrix == [[2.0, 0.0], [0.0, 1.0]] and not settings.cma_seed_from_image
     # the API may send whole numbers as floats (JSON) or strings
-    assert decode(values(generations=7.0, lambda_="8")).search.lambda_ == 8
+    assert decode(script_args(generations=7.0, lambda_="8")).search.lambda_ == 8
 
 
 @pytest.mark.parametrize("key, value, says", [
@@ -68,7 +61,7 @@ def test_values_reach_the_search_options():
 def test_bad_values_name_their_control(key, value, says):
     control = next(c for c in CONTROLS if c.key == key)
     with pytest.raises(SettingsError) as caught:
-        decode(values(**{key: value}))
+        decode(script_args(**{key: value}))
     assert control.label in str(caught.value) and says in str(caught.value)
 
 
@@ -78,25 +71,25 @@ def test_the_wrong_number_of_script_args_is_refused_with_the_order():
 
 
 def test_options_the_search_refuses_are_refused_before_rendering():
-    settings = decode(values(lambda_=1))
+    settings = decode(script_args(lambda_=1))
     with pytest.raises(ValueError, match="at least 2"):
         settings.search.resolved(5)
 
 
 def test_the_cma_seed_is_the_image_seed_unless_given():
     assert decode(defaults()).search_for(1234).cma_seed == 1234
-    given = decode(values(cma_seed=7))
+    given = decode(script_args(cma_seed=7))
     assert given.search_for(1234).cma_seed == 7
     assert decode(defaults()).search.cma_seed == 0  # the decoded settings themselves are not changed
 
 
 def test_hyperbatch_weights_follow_the_sampler_and_each_batch_is_its_own_trees():
-    settings = decode(values(hyperbatch_weight_type="Polynomial", hyperbatch_weight_scale=0.5))
+    settings = decode(script_args(hyperbatch_weight_type="Polynomial", hyperbatch_weight_scale=0.5))
     weights = settings.weighting("DPM++ 2M Hyperbatch", 12, 4)
     assert (weights.kind, weights.scale, weights.steps, weights.tree_size) == ("Polynomial", 0.5, 12, 4)
     assert settings.weighting("DPM++ 2M", 12, 4) is None  # a plain sampler forks nothing
-    assert decode(values(hyperbatch_force=True)).weighting("DPM++ 2M", 12, 4) is not None
-    assert decode(values(hyperbatch_weights=False)).weighting("DPM++ 2M Hyperbatch", 12, 4) is None
+    assert decode(script_args(hyperbatch_force=True)).weighting("DPM++ 2M", 12, 4) is not None
+    assert decode(script_args(hyperbatch_weights=False)).weighting("DPM++ 2M Hyperbatch", 12, 4) is None
 
 
 def test_notices_for_too_few_steps_to_fork_and_unused_targets():
@@ -106,7 +99,7 @@ def test_notices_for_too_few_steps_to_fork_and_unused_targets():
         "DPM++ 2M Hyperbatch samples the whole batch at every step"]
     assert settings.notices("DPM++ 2M Hyperbatch", 4, 8, 1) == []
     assert settings.notices("DPM++ 2M", 1, 8, 1) == []
-    consistency = decode(values(loss_mode="consistency"))
+    consistency = decode(script_args(loss_mode="consistency"))
     assert consistency.notices("Euler a", 20, 2, 2) == ["the loss is batch consistency: the target images are "
                                                         "not used"]
     assert consistency.notices("Euler a", 20, 2, 0) == []

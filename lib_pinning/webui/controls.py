@@ -126,6 +126,14 @@ def default_of(key: str):
     return CONTROLS[KEYS.index(key)].default
 
 
+def script_args(**values) -> list:
+    """The defaults in `script_args` order with some values given by key, e.g. script_args(generations=20)."""
+    args = defaults()
+    for key, value in values.items():
+        args[KEYS.index(key)] = value
+    return args
+
+
 def _number(control: Control, value) -> float:
     if isinstance(value, bool) or value is None or value == "":
         raise SettingsError(f"{control.label}: a number is needed, got {value!r}")

@@ -20,19 +20,16 @@ from ..objective import image_to_tensor
 from . import samplers
 
 
+def _per_image(p, value, step: int) -> list[int]:
+    """A seed or subseed of `p` (after `fix_seed`) for each of its images, as `process_images` spreads it."""
+    count = p.batch_size * p.n_iter
+    if isinstance(value, list):
+        return [int(s) for s in value[:count]]
+    return [int(value) + i * step for i in range(count)]
+
+
 def seeds_of(p) -> list[int]:
-    """The seeds A1111 gives the images of `p` (after `fix_seed`), as `process_images` computes them."""
-    count = p.batch_size * p.n_iter
-    if isinstance(p.seed, list):
-        return [int(s) for s in p.seed[:count]]
-    return [int(p.seed) + (i if p.subseed_strength == 0 else 0) for i in range(count)]
-
-
-def _subseeds_of(p) -> list[int]:
-    count = p.batch_size * p.n_iter
-    if isinstance(p.subseed, list):
-        return [int(s) for s in p.subseed[:count]]
-    return [int(p.subseed) + i for i in range(count)]
+    return _per_image(p, p.seed, 1 if p.subseed_strength == 0 else 0)  # variation seeds keep one seed
 
 
 class WebUIRenderer:
@@ -40,7 +37,7 @@ class WebUIRenderer:
                  fork_strength: float | None = None):
         self.p = p
         self.seeds = seeds_of(p)
-        self.subseeds = _subseeds_of(p)
+        self.subseeds = _per_image(p, p.subseed, 1)
         self.total_renders = total_renders
         self.rendered = 0
         self.on_first_batch = on_first_batch

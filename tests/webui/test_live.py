@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lib_pinning.webui.controls import CONTROLS, KEYS, defaults
+from lib_pinning.webui.controls import CONTROLS, script_args
 
 from live_support import decode_image, encode_image
 
@@ -22,13 +22,6 @@ HYPERBATCH = ["Euler a Hyperbatch", "DPM++ 2M Hyperbatch", "DPM++ SDE Hyperbatch
 BASE = {"prompt": "a red cube on a wooden table, studio light", "negative_prompt": "blurry, dark",
         "width": 64, "height": 64, "steps": 4, "cfg_scale": 7, "sampler_name": "DPM++ 2M", "scheduler": "Karras",
         "batch_size": 2, "n_iter": 1, "seed": 1234, "send_images": True, "save_images": False}
-
-
-def script_args(**changes):
-    args = defaults()
-    for key, value in changes.items():
-        args[KEYS.index(key)] = value
-    return args
 
 
 def pixels_differ(a: np.ndarray, b: np.ndarray) -> float:
