@@ -69,6 +69,11 @@ def _level_starts(batch_size: int, steps: int) -> list[int] | None:
     return [max(0, level * length - 1) for level in range(1, forks + 1)]
 
 
+def forks_fit(batch_size: int, steps: int) -> bool:
+    """Whether `steps` leave room to fork a batch of `batch_size` (else the sampler samples it plainly)."""
+    return _level_starts(batch_size, steps) is not None
+
+
 def _step_sizes(batch_size: int, steps: int) -> list[int]:
     starts = _level_starts(batch_size, steps)
     if starts is None:
@@ -83,7 +88,7 @@ def schedule(batch_size: int, steps: int) -> list[tuple[int, int]]:
     When steps ≤ floor(log2 batch_size) every entry is (i, batch_size) and a HyperbatchFallbackWarning is issued
     (Python shows it once per calling line).
     """
-    if _level_starts(batch_size, steps) is None:
+    if not forks_fit(batch_size, steps):
         warnings.warn(f"{steps} steps leave no room to fork a batch of {batch_size} (steps must exceed "
                       f"floor(log2 {batch_size})): sampling the whole batch at every step",
                       HyperbatchFallbackWarning, stacklevel=2)

@@ -40,7 +40,6 @@ def infotext(prompt: str, negative_prompt: str, seed: int, options: dict) -> str
     return "\n".join(lines)
 
 
-
 def _size(options: dict) -> str | None:
     if "width" in options and "height" in options:
         return f"{options['width']}x{options['height']}"

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from ..genome import GRANULARITIES
-from ..hyperbatch import WEIGHT_KINDS, HyperbatchWeights, is_hyperbatch_sampler
+from ..hyperbatch import WEIGHT_KINDS, HyperbatchWeights, forks_fit, is_hyperbatch_sampler
 from ..objective import LOSS_MODES
 from ..search import WEIGHT_SCHEMES, SearchOptions
 
@@ -109,7 +109,7 @@ class PinSettings:
     def notices(self, sampler: str, steps: int, batch_size: int, target_count: int) -> list[str]:
         """What the user should know before the run, though nothing stops it."""
         notices = []
-        if is_hyperbatch_sampler(sampler) and steps <= math.floor(math.log2(batch_size)):
+        if is_hyperbatch_sampler(sampler) and not forks_fit(batch_size, steps):
             notices.append(f"{steps} steps are too few to fork a batch of {batch_size} (steps must exceed "
                            f"log2 of the batch size): {sampler} samples the whole batch at every step")
         if target_count and self.loss_mode == "consistency":
