@@ -359,3 +359,45 @@ def test_the_writer_logs_the_first_failure_once_and_counts_the_rest(caplog):
     assert done == [True]  # later jobs still run
     assert writer.failure().startswith("2 report job(s) failed, the first: could not write a.png: OSError")
     assert len([r for r in caplog.records if r.name == worker.__name__]) == 1
+
+
+def test_the_writer_makes_the_search_wait_when_its_pixels_would_exceed_the_byte_budget():
+    release = threading.Event()
+    written = []
+    writer = worker.BackgroundWriter(max_jobs=100, max_bytes=1000)
+    writer.submit("held", lambda pixels: (release.wait(10), written.append(len(pixels))), np.zeros(600, np.uint8))
+    writer.submit("fits", lambda pixels: written.append(len(pixels)), np.zeros(400, np.uint8))
+    one_byte = ("over", lambda pixels: written.append(len(pixels)), np.zeros(1, np.uint8))
+    over = threading.Thread(target=writer.submit, args=one_byte)
+    over.start()
+    over.join(0.3)
+    assert over.is_alive()  # 1001 bytes would be pending: the caller waits
+    release.set()
+    over.join(10)
+    assert not over.is_alive()
+    writer.finish()
+    assert written == [600, 400, 1]
+
+
+def test_a_job_larger_than_the_byte_budget_still_runs_once_the_writer_is_idle():
+    written = []
+    writer = worker.BackgroundWriter(max_jobs=100, max_bytes=10)
+    for size in (5, 50, 5):
+        writer.submit(f"{size} bytes", lambda pixels: written.append(pixels.nbytes), np.zeros(size, np.uint8))
+    writer.finish()
+    assert written == [5, 50, 5]
+
+
+def test_the_writer_bounds_its_queue_in_jobs_too():
+    release = threading.Event()
+    writer = worker.BackgroundWriter(max_jobs=2, max_bytes=10**9)
+    writer.submit("held", release.wait, 10)
+    writer.submit("second", lambda: None)
+    third = threading.Thread(target=writer.submit, args=("third", lambda: None))
+    third.start()
+    third.join(0.3)
+    assert third.is_alive()
+    release.set()
+    third.join(10)
+    writer.finish()
+    assert not third.is_alive()

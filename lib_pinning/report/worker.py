@@ -2,38 +2,58 @@
 
 Jobs run in the order they were queued. A job that fails (a full disk, say) is logged once and counted, the
 jobs after it still run, and `failure()` tells the owner at the end what went wrong.
+
+The queue is bounded twice: in jobs, and in the bytes of the pixel arrays its jobs hold. When the writer falls
+behind (a few-step sampler at 1024², say, renders faster than one thread encodes its PNGs and GIFs), the search
+waits for it instead of piling gigabytes of images up in memory.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
-import queue
 import sys
 import threading
 from collections.abc import Callable
 
+import numpy as np
+
 log = logging.getLogger(__name__)
-MAX_PENDING = 256  # jobs, about one per individual: a writer this far behind makes the search wait, not memory fill
+MAX_PENDING_JOBS = 256  # about one per individual
+MAX_PENDING_BYTES = 512 * 2**20  # 80 batches of eight 512² images waiting, or 20 of eight 1024² ones
 
 
 class BackgroundWriter:
-    def __init__(self):
-        self._jobs: queue.Queue = queue.Queue(maxsize=MAX_PENDING)
+    def __init__(self, max_jobs: int = MAX_PENDING_JOBS, max_bytes: int = MAX_PENDING_BYTES):
+        self.max_jobs = max_jobs
+        self.max_bytes = max_bytes
+        self._pending: collections.deque = collections.deque()  # a job leaves once it has run
+        self._pending_bytes = 0
+        self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
         self.failures: list[str] = []
 
     def submit(self, what: str, job: Callable, *args) -> None:
-        """Queue `job(*args)`; `what` names the files it writes, for the error message."""
+        """Queue `job(*args)`; `what` names the files it writes, for the error message.
+
+        Waits while the queue is full. A job bigger than the whole byte budget waits for an idle writer and then
+        goes alone, so it is never refused.
+        """
         if self._thread is None:
             self._thread = threading.Thread(target=self._work, name="pinning-report", daemon=True)
             self._thread.start()
-        self._jobs.put((what, job, args))
+        size = sum(arg.nbytes for arg in args if isinstance(arg, np.ndarray))
+        with self._changed:
+            self._changed.wait_for(lambda: not self._pending or (
+                len(self._pending) < self.max_jobs and self._pending_bytes + size <= self.max_bytes))
+            self._enqueue((what, job, args), size)
 
     def finish(self) -> None:
         """Wait until every queued job has run, then stop the thread."""
         if self._thread is not None:
-            self._jobs.put(None)
+            with self._changed:
+                self._enqueue(None, 0)
             self._thread.join()
             self._thread = None
 
@@ -49,11 +69,29 @@ class BackgroundWriter:
             return None
         return f"{len(self.failures)} report job(s) failed, the first: {self.failures[0]}"
 
+    def _enqueue(self, item, size: int) -> None:
+        self._pending.append((item, size))
+        self._pending_bytes += size
+        self._changed.notify_all()
+
     def _work(self) -> None:
         _defer_to_the_search()
-        while (item := self._jobs.get()) is not None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._pending)
+                item, size = self._pending[0]
+            if item is None:
+                with self._changed:
+                    self._pending.popleft()
+                return
             what, job, args = item
-            self.run(what, job, *args)
+            try:
+                self.run(what, job, *args)
+            finally:  # its pixels are freed now
+                with self._changed:
+                    self._pending.popleft()
+                    self._pending_bytes -= size
+                    self._changed.notify_all()
 
     def _failed(self, what: str, error: Exception) -> None:
         message = f"could not write {what}: {type(error).__name__}: {error}"
