@@ -2,8 +2,7 @@
 
 Only what is missing is installed, never upgraded; numpy, torch and Pillow are the WebUI's and stay at the
 versions it pinned (each install names the installed versions, so pip cannot move them). k-diffusion comes
-with the WebUI, and so, usually, do matplotlib (with gradio) and imageio (with scikit-image): their ranges
-only matter where they are missing. DEAP is pinned to the version the extension is tested with.
+with the WebUI, and so, usually, does matplotlib (with gradio): its range only matters where it is missing. DEAP is pinned to the version the extension is tested with.
 """
 
 import importlib.metadata
@@ -13,7 +12,6 @@ import launch
 # (importable module, pip requirement)
 REQUIREMENTS = [
     ("deap", "deap==1.4.4"),
-    ("imageio", "imageio>=2.27"),
     ("matplotlib", "matplotlib>=3.7"),
 ]
 KEEP = ("numpy", "torch", "Pillow")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy as np
 import torch
 from PIL import Image
@@ -35,7 +34,9 @@ def png_bytes(pixels: np.ndarray, infotext: str | None = None) -> bytes:
         metadata = PngInfo()
         metadata.add_text("parameters", infotext)
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG", pnginfo=metadata)
+    # Level 1: a third of the default level's time for files about 7 % larger (a photo-like 512² image);
+    # the report writes one per image of every individual.
+    Image.fromarray(pixels).save(buffer, format="PNG", pnginfo=metadata, compress_level=1)
     return buffer.getvalue()
 
 
@@ -60,12 +61,15 @@ def thumbnail_strip(pixels: np.ndarray) -> bytes:
 def gif_bytes(pixels: np.ndarray) -> bytes:
     """An endless GIF of the images in order, at their own size.
 
-    The colours of all frames are first reduced to one shared palette (fast octree), which leaves Pillow's
-    slow per-frame quantizer nothing to do. Pillow stores consecutive identical frames as one frame shown for
-    their summed durations.
+    All frames are reduced to one shared palette at once (fast octree) and handed to Pillow as palette images:
+    given RGB frames (as imageio hands them over), Pillow quantizes each frame again: five times slower at 512².
+    Pillow stores consecutive identical frames as one frame shown for their summed durations.
     """
     count, height, width, _ = pixels.shape
     stacked = Image.fromarray(pixels.reshape(count * height, width, 3))
-    reduced = stacked.quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE).convert("RGB")
-    frames = np.asarray(reduced).reshape(pixels.shape)
-    return iio.imwrite("<bytes>", frames, extension=".gif", duration=FRAME_MILLISECONDS, loop=0)
+    shared = stacked.quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+    frames = [shared.crop((0, index * height, width, (index + 1) * height)) for index in range(count)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=FRAME_MILLISECONDS,
+                   loop=0)
+    return buffer.getvalue()
