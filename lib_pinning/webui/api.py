@@ -14,6 +14,8 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from modules import shared
 from pydantic import BaseModel
 
+from . import text_model
+
 TOKENS_ROUTE = "/prompt-pinning/v1/tokens"
 
 
@@ -22,10 +24,10 @@ class TokensRequest(BaseModel):
 
 
 def tokens(request: TokensRequest) -> dict:
-    model = getattr(shared, "sd_model", None)
-    encoder = getattr(model, "cond_stage_model", None)
-    if not hasattr(encoder, "process_texts"):
-        raise HTTPException(status_code=409, detail="the loaded model has no A1111 prompt tokenizer")
+    encoder = text_model.prompt_tokenizer(getattr(shared, "sd_model", None))
+    if encoder is None:
+        raise HTTPException(status_code=409, detail="no model with a CLIP prompt tokenizer is loaded (on Forge, the "
+                                                    "model loads with the first generation)")
     batch_chunks, token_count = encoder.process_texts([request.prompt])
     chunks = [{"tokens": [int(t) for t in chunk.tokens], "multipliers": [float(m) for m in chunk.multipliers]}
               for chunk in batch_chunks[0]]

@@ -15,7 +15,6 @@ from pathlib import Path
 import torch
 from fastapi import HTTPException
 from modules import devices, processing, shared
-from modules.sd_hijack import model_hijack
 
 from ..engine import PinningJob, PinningRun
 from ..genome import PromptError, build_genome
@@ -23,7 +22,7 @@ from ..hyperbatch import HyperbatchWeights
 from ..objective import Objective, TargetError, prepare_targets
 from ..runfile import new_run_dir
 from ..search import SearchOptions
-from . import controls, samplers, targets
+from . import controls, samplers, targets, text_model
 from .renderer import WebUIRenderer
 
 RUNS_FOLDER = "prompt_pins"
@@ -94,7 +93,7 @@ def _plan(p, values) -> _Plan:
         raise PinningInputError(f"img2img with {len(init_images)} input images: set Batch size to "
                                 f"{len(init_images)} (one image per row) or give one image")
     genome = build_genome(prompt, negative, settings.granularity,
-                          embeddings=model_hijack.embedding_db.word_embeddings.keys())
+                          embeddings=text_model.embedding_names())
     search = settings.search_for(p.seed)
     search.resolved(len(genome))  # raises on bad CMA-ES options
     sampler, steps = p.sampler_name or "", _sampled_steps(p)
