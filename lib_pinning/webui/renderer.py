@@ -32,6 +32,9 @@ def seeds_of(p) -> list[int]:
     return _per_image(p, p.seed, 1 if p.subseed_strength == 0 else 0)  # variation seeds keep one seed
 
 
+FORGE_PER_JOB_LISTS = ("extra_result_images", "latents_after_sampling", "pixels_after_sampling")
+
+
 class WebUIRenderer:
     def __init__(self, p, total_renders: int, on_first_batch: Callable[[torch.Tensor], None] | None = None,
                  fork_strength: float | None = None):
@@ -61,6 +64,11 @@ class WebUIRenderer:
         job.n_iter, job.seed, job.subseed = 1, self.seeds[rows], self.subseeds[rows]
         job.do_not_save_samples = job.do_not_save_grid = True
         job.extra_generation_params = dict(self.p.extra_generation_params)
+        # Forge collects every job's latents, pictures and extra images in lists made when the user's job was
+        # created; a copy would append to those for the whole run, keeping every batch in memory.
+        for collected in FORGE_PER_JOB_LISTS:
+            if hasattr(job, collected):
+                setattr(job, collected, [])
         if self.fork_strength is not None:
             # An attribute, not an override: overridden settings are written back after every job, which
             # --freeze-settings forbids.

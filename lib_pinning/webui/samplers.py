@@ -3,7 +3,8 @@
 The fork strength is a WebUI setting ("Hyperbatch fork strength", written to every infotext of a Hyperbatch
 sampler and restored from it when pasted), so a pinned prompt's infotext reproduces its pictures in plain
 txt2img. A1111 forks nothing where rows start from different images (hires fix pass, several img2img images),
-with the refiner (it switches models mid-sampling) or SD3 (flow matching).
+with the refiner (it switches models mid-sampling), flow-matching models (SD3; on Forge also Flux and Chroma) or
+Forge's ControlNet.
 """
 
 from __future__ import annotations
@@ -60,10 +61,26 @@ def can_fork(model) -> bool:
     if getattr(p, "refiner_checkpoint_info", None) is not None and (p.refiner_switch_at or 0) < 1:
         _say_once("Hyperbatch: the refiner switches models during sampling; sampling the whole batch at every step")
         return False
-    if getattr(shared.sd_model, "is_sd3", False):
-        _say_once("Hyperbatch: SD3 samples by flow matching, which forks do not model; sampling the whole batch")
+    if _flow_matching(shared.sd_model):
+        _say_once("Hyperbatch: this model samples by flow matching, which forks do not model; sampling the whole "
+                  "batch at every step")
+        return False
+    if getattr(_forge_unet(shared.sd_model), "controlnet_linked_list", None) is not None:
+        # Forge's ControlNet caches its control images at the row count of the first call and cannot widen them.
+        _say_once("Hyperbatch: ControlNet is on; sampling the whole batch at every step")
         return False
     return True
+
+
+def _forge_unet(model):
+    return getattr(getattr(model, "forge_objects", None), "unet", None)
+
+
+def _flow_matching(model) -> bool:
+    """SD3 in A1111; on Forge every model whose predictor mixes noise in as sigma*noise + (1-sigma)*x (SD3.5, Flux,
+    Chroma), which the forks' x = denoised + sigma*noise does not describe."""
+    predictor = getattr(getattr(_forge_unet(model), "model", None), "predictor", None)
+    return getattr(model, "is_sd3", False) or getattr(predictor, "prediction_type", None) == "const"
 
 
 def register() -> list[str]:
