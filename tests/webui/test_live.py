@@ -69,7 +69,8 @@ def test_the_hires_fix_pass_of_a_hyperbatch_sampler_keeps_every_image_its_own(we
     # Forking in the second pass would replace images 1..3 by variants of image 0: it samples plainly instead,
     # so it must equal the plain sampler as the hires sampler.
     payload = {**BASE, "sampler_name": "DPM++ 2M Hyperbatch", "batch_size": 4, "steps": 5, "enable_hr": True,
-               "hr_scale": 1.5, "hr_second_pass_steps": 3, "denoising_strength": 0.5, "hr_upscaler": "Latent"}
+               "hr_scale": 1.5, "hr_second_pass_steps": 3, "denoising_strength": 0.5, "hr_upscaler": "Latent",
+               "hr_additional_modules": ["Use same choices"]}  # Forge's API fails without it; A1111 ignores it
     same = webui.post("/sdapi/v1/txt2img", payload)["images"]  # no hires sampler: the same one
     plain = webui.post("/sdapi/v1/txt2img", {**payload, "hr_sampler_name": "DPM++ 2M"})["images"]
     assert len(same) == 4 and decode_image(same[0]).shape == (96, 96, 3)
