@@ -4,7 +4,7 @@ The fork strength is a WebUI setting ("Hyperbatch fork strength", written to eve
 sampler and restored from it when pasted), so a pinned prompt's infotext reproduces its pictures in plain
 txt2img. A1111 forks nothing where rows start from different images (hires fix pass, several img2img images),
 with the refiner (it switches models mid-sampling), flow-matching models (SD3; on Forge also Flux and Chroma) or
-Forge's ControlNet.
+ControlNet (Forge's, or the sd-webui-controlnet extension with a unit on).
 """
 
 from __future__ import annotations
@@ -65,11 +65,29 @@ def can_fork(model) -> bool:
         _say_once("Hyperbatch: this model samples by flow matching, which forks do not model; sampling the whole "
                   "batch at every step")
         return False
-    if getattr(_forge_unet(shared.sd_model), "controlnet_linked_list", None) is not None:
-        # Forge's ControlNet caches its control images at the row count of the first call and cannot widen them.
+    if _controlnet_on(p):
         _say_once("Hyperbatch: ControlNet is on; sampling the whole batch at every step")
         return False
     return True
+
+
+def _controlnet_on(p) -> bool:
+    """Forge's built-in ControlNet, or an enabled unit (or StyleAlign) of the sd-webui-controlnet extension.
+
+    Both cache per-row state at the row count of the first sampling call (control images, reference latents,
+    IP-Adapter keys), which crashes or goes wrong once a fork widens the batch.
+    """
+    if getattr(_forge_unet(shared.sd_model), "controlnet_linked_list", None) is not None:
+        return True
+    for script in getattr(getattr(p, "scripts", None), "alwayson_scripts", None) or []:
+        if str(getattr(script, "title", lambda: "")()).lower() != "controlnet":
+            continue
+        if getattr(getattr(script, "latest_network", None), "control_params", None):
+            return True
+        batch_options = getattr(script, "ui_batch_option_state", None) or []
+        if len(batch_options) > 1 and batch_options[1]:  # StyleAlign pools attention over the rows of a call
+            return True
+    return False
 
 
 def _forge_unet(model):

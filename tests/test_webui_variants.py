@@ -1,6 +1,6 @@
-"""Where A1111 and Forge keep the model's text side and sampling details apart, against stand-ins shaped like
-each (A1111 v1.10.1; Forge dfdcbab6): the same extension code must find the tokenizer, the embedding names and
-the cases where Hyperbatch may not fork. The live suites run the real WebUIs."""
+"""Where A1111, Forge and ControlNet differ, against stand-ins shaped like each (A1111 v1.10.1; Forge dfdcbab6;
+sd-webui-controlnet 56cec5b2): the same extension code must find the tokenizer, the embedding names and the
+cases where Hyperbatch may not fork. The live suites run the real WebUIs (without ControlNet)."""
 
 import importlib
 import sys
@@ -100,3 +100,33 @@ def test_hyperbatch_forks_only_where_its_noise_model_holds(monkeypatch, capsys, 
     job = SimpleNamespace(is_hr_pass=False, init_images=None, refiner_checkpoint_info=None)
     assert samplers.can_fork(SimpleNamespace(p=job)) is forks
     assert ("sampling the whole batch" in capsys.readouterr().out) is not forks
+
+
+class ControlNetScript:  # sd-webui-controlnet's always-on script after its process()
+    def __init__(self, units=0, style_align=False):
+        self.latest_network = None if units == 0 else SimpleNamespace(control_params=[object()] * units)
+        self.ui_batch_option_state = ["All ControlNet units for all images in a batch", style_align]
+
+    def title(self):
+        return "ControlNet"
+
+
+class OtherScript:
+    latest_network = SimpleNamespace(control_params=[object()])
+
+    def title(self):
+        return "Refiner"
+
+
+@pytest.mark.parametrize("scripts, forks", [
+    ([], True),
+    ([OtherScript(), ControlNetScript(units=0)], True),  # installed, no unit enabled
+    ([OtherScript(), ControlNetScript(units=1)], False),
+    ([ControlNetScript(units=0, style_align=True)], False),
+])
+def test_hyperbatch_does_not_fork_under_the_controlnet_extension(monkeypatch, capsys, scripts, forks):
+    _, samplers = _stand_in_webui(monkeypatch, SimpleNamespace())
+    job = SimpleNamespace(is_hr_pass=False, init_images=None, refiner_checkpoint_info=None,
+                          scripts=SimpleNamespace(alwayson_scripts=scripts))
+    assert samplers.can_fork(SimpleNamespace(p=job)) is forks
+    assert ("ControlNet is on" in capsys.readouterr().out) is not forks
