@@ -21,7 +21,7 @@ from lib_pinning.recorder import Recorder
 from lib_pinning.report import ReportRecorder, files, html, run_figures, worker, writers
 from lib_pinning.report.context import gene_labels
 from lib_pinning.report.figures import generation_figure, png
-from lib_pinning.report.images import FRAME_MILLISECONDS, THUMBNAIL_HEIGHT
+from lib_pinning.report.images import FRAME_MILLISECONDS, THUMBNAIL_HEIGHT, gif_bytes
 from lib_pinning.runfile import read_run
 from report_support import HOSTILE, shared_small_run, small_run, small_search, synthetic_record
 
@@ -85,6 +85,34 @@ def test_each_individual_has_its_images_with_infotext_and_stats_equal_to_run_jso
         for seed in seeds:
             info = Image.open(folder / f"seed-{seed}.png").info["parameters"]
             assert info.startswith(individual["prompt"]) and f"Seed: {seed}," in info and "Steps: 4" in info
+
+
+def _smooth_images(count, height, width, seed):
+    """Photo-like test pictures: bilinearly enlarged colour noise."""
+    small = np.random.default_rng(seed).integers(0, 256, (count, 3, height // 8 + 1, width // 8 + 1), np.uint8)
+    enlarged = torch.nn.functional.interpolate(torch.from_numpy(small).float(), size=(height, width),
+                                               mode="bilinear", align_corners=True)
+    return enlarged.round().byte().permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def _gif_cases():
+    smooth = _smooth_images(3, 512, 512, seed=0)
+    flat = np.zeros((2, 9, 7, 3), np.uint8)
+    flat[1, :, :3] = (10, 200, 30)
+    return {"three 512² pictures": smooth, "one picture": smooth[:1, :64, :48],
+            "a repeated picture": smooth[[0, 0, 1], :40, :40], "two flat colours, 7x9": flat,
+            "odd size": _smooth_images(4, 33, 65, seed=1)}
+
+
+@pytest.mark.parametrize("name", list(_gif_cases()))
+def test_the_gif_holds_every_picture_exactly_in_its_shared_palette(name):
+    pixels = _gif_cases()[name]
+    count, height, width, _ = pixels.shape
+    stacked = Image.fromarray(pixels.reshape(count * height, width, 3))
+    quantized = stacked.quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE).convert("RGB")
+    data = gif_bytes(pixels)
+    assert np.array_equal(gif_frames_in_time(data), np.asarray(quantized).reshape(pixels.shape))
+    assert iio.immeta(data, index=0, extension=".gif")["loop"] == 0  # endless
 
 
 def test_the_gif_shows_the_images_in_seed_order_at_render_size(run):
@@ -377,6 +405,15 @@ def test_the_writer_makes_the_search_wait_when_its_pixels_would_exceed_the_byte_
     assert not over.is_alive()
     writer.finish()
     assert written == [600, 400, 1]
+    # The bytes of written jobs are free again: 600 + 400 fit beside each other once more.
+    release.clear()
+    writer.submit("held again", lambda pixels: release.wait(10), np.zeros(600, np.uint8))
+    fits = threading.Thread(target=writer.submit, args=("fits again", lambda pixels: None, np.zeros(400, np.uint8)))
+    fits.start()
+    fits.join(5)
+    assert not fits.is_alive()
+    release.set()
+    writer.finish()
 
 
 def test_a_job_larger_than_the_byte_budget_still_runs_once_the_writer_is_idle():
@@ -401,3 +438,20 @@ def test_the_writer_bounds_its_queue_in_jobs_too():
     third.join(10)
     writer.finish()
     assert not third.is_alive()
+
+
+def test_a_job_that_exits_does_not_leave_the_queue_without_its_writer():
+    writer = worker.BackgroundWriter(max_jobs=2)
+    done = []
+
+    def exits():
+        raise SystemExit(1)
+
+    writer.submit("exits", exits)
+    for index in range(3):
+        submitted = threading.Thread(target=writer.submit, args=(f"job {index}", done.append, index))
+        submitted.start()
+        submitted.join(5)
+        assert not submitted.is_alive()
+    writer.finish()
+    assert done == [0, 1, 2] and writer.failure().startswith("1 report job(s) failed, the first: could not write exits")

@@ -40,11 +40,11 @@ class BackgroundWriter:
         Waits while the queue is full. A job bigger than the whole byte budget waits for an idle writer and then
         goes alone, so it is never refused.
         """
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._work, name="pinning-report", daemon=True)
-            self._thread.start()
         size = sum(arg.nbytes for arg in args if isinstance(arg, np.ndarray))
         with self._changed:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name="pinning-report", daemon=True)
+                self._thread.start()
             self._changed.wait_for(lambda: not self._pending or (
                 len(self._pending) < self.max_jobs and self._pending_bytes + size <= self.max_bytes))
             self._enqueue((what, job, args), size)
@@ -87,11 +87,14 @@ class BackgroundWriter:
             what, job, args = item
             try:
                 self.run(what, job, *args)
-            finally:  # its pixels are freed now
+            except BaseException as error:  # e.g. SystemExit: the queue must not lose its only writer
+                self._failed(what, error)
+            finally:
                 with self._changed:
                     self._pending.popleft()
                     self._pending_bytes -= size
                     self._changed.notify_all()
+            del item, job, args  # the job's pixels go now, not when the next job comes
 
     def _failed(self, what: str, error: Exception) -> None:
         message = f"could not write {what}: {type(error).__name__}: {error}"
