@@ -30,16 +30,16 @@ def embedding_names() -> set[str]:
     database = getattr(model_hijack, "embedding_db", None)
     if database is not None:  # A1111
         return set(database.word_embeddings)
+    # Forge: the loaded model's engines know its embeddings, but Forge loads a newly chosen checkpoint (or the
+    # first one) only when the job renders, so the folder's names count too. A name too many only stays one word.
     engines = _forge_engines(getattr(shared, "sd_model", None))
-    if engines:
-        return {name for engine in engines for name in getattr(getattr(engine, "embeddings", None),
-                                                                 "word_embeddings", {})}
-    return _embeddings_folder_names()
+    databases = [getattr(engine, "embeddings", None) for engine in engines]
+    loaded = {name for database in databases for name in getattr(database, "word_embeddings", {})}
+    return loaded | _embeddings_folder_names()
 
 
 def _embeddings_folder_names() -> set[str]:
-    """Forge before its first generation (no model loaded yet): the embeddings folder, read as Forge's own API
-    reads it."""
+    """The embeddings folder's names, read as Forge's own API reads them."""
     from modules.textual_inversion.textual_inversion import EmbeddingDatabase
 
     database = EmbeddingDatabase()
