@@ -2,7 +2,8 @@
 
 Only what is missing is installed, never upgraded; numpy, torch and Pillow are the WebUI's and stay at the
 versions it pinned (each install names the installed versions, so pip cannot move them). k-diffusion comes
-with the WebUI, and so, usually, does matplotlib (with gradio): its range only matters where it is missing. DEAP is pinned to the version the extension is tested with.
+with the WebUI, and so, usually, does matplotlib (with gradio): its range only matters where it is missing.
+DEAP is pinned to the version the extension is tested with.
 """
 
 import importlib.metadata
