@@ -63,7 +63,8 @@ def gif_bytes(pixels: np.ndarray) -> bytes:
 
     All frames are reduced to one shared palette at once (fast octree) and handed to Pillow as palette images:
     given RGB frames (as imageio hands them over), Pillow quantizes each frame again: five times slower at 512².
-    Pillow stores consecutive identical frames as one frame shown for their summed durations.
+    Pillow stores consecutive identical frames as one frame shown for their summed durations (Pillow 9.5 shows
+    a batch of nothing but identical frames as one frame of FRAME_MILLISECONDS: a still picture either way).
     """
     count, height, width, _ = pixels.shape
     stacked = Image.fromarray(pixels.reshape(count * height, width, 3))
