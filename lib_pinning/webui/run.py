@@ -30,22 +30,27 @@ RUNS_FOLDER = "prompt_pins"
 _one_run_at_a_time = threading.Lock()
 
 
-class PinningInputError(HTTPException):
-    """Input the run cannot use; its message is all the user needs.
+class _MessageError(HTTPException):
+    """An error whose message is all the user needs: an HTTPException, so that the API answers with the message
+    as `detail` (also on Forge, which has no error middleware of A1111's kind); the UI shows "<class>: <message>"."""
 
-    An HTTPException so that the API answers 422 with the message as `detail` and prints no traceback; the
-    UI shows "PinningInputError: <message>".
-    """
+    status_code = 500
 
     def __init__(self, message: str):
-        super().__init__(status_code=422, detail=message)
+        super().__init__(status_code=self.status_code, detail=message)
 
     def __str__(self) -> str:
         return self.detail
 
 
-class PinningRunError(RuntimeError):
-    """The run failed before it had anything to show (e.g. out of memory on the first batch)."""
+class PinningInputError(_MessageError):
+    """Input the run cannot use (HTTP 422): nothing was rendered."""
+
+    status_code = 422
+
+
+class PinningRunError(_MessageError):
+    """The run failed before it had anything to show (e.g. out of memory on the first batch): HTTP 500."""
 
 
 def _styled_prompts(p) -> tuple[str, str]:

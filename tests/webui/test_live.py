@@ -154,6 +154,17 @@ def test_bad_input_gets_one_clear_message_and_the_server_keeps_serving(webui, ch
     assert webui.get("/sdapi/v1/scripts")  # still serving
 
 
+def test_a_fault_before_the_first_batch_gets_one_clear_message_and_the_server_keeps_serving(webui):
+    # The WebUI's own error while rendering the first batch: a hires upscaler it does not have.
+    payload = {**BASE, "enable_hr": True, "hr_scale": 1.5, "hr_upscaler": "no such upscaler",
+               "hr_additional_modules": ["Use same choices"], "script_name": SCRIPT, "script_args": script_args()}
+    status, body = webui.request("/sdapi/v1/txt2img", payload)
+    assert status == 500, body
+    assert body["detail"].startswith("Prompt pinning failed before the first batch was rendered: ")
+    assert "could not find upscaler named no such upscaler" in body["detail"]
+    assert webui.post("/sdapi/v1/txt2img", {**BASE, "batch_size": 1})["images"]  # still serving
+
+
 @pytest.mark.parametrize("stop, n_iter", [("interrupt", 1), ("skip", 1), ("skip", 2)])
 def test_interrupt_and_skip_end_the_run_with_its_finished_generations(webui, stop, n_iter):
     result = {}
