@@ -80,10 +80,9 @@ class BackgroundWriter:
             with self._changed:
                 self._changed.wait_for(lambda: self._pending)
                 item, size = self._pending[0]
-            if item is None:
-                with self._changed:
+                if item is None:  # finish()
                     self._pending.popleft()
-                return
+                    return
             what, job, args = item
             try:
                 self.run(what, job, *args)

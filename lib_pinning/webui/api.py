@@ -24,7 +24,7 @@ class TokensRequest(BaseModel):
 
 
 def tokens(request: TokensRequest) -> dict:
-    encoder = text_model.prompt_tokenizer(getattr(shared, "sd_model", None))
+    encoder = text_model.prompt_tokenizer()
     if encoder is None:
         raise HTTPException(status_code=409, detail="no model with a CLIP prompt tokenizer is loaded (on Forge, the "
                                                     "model loads with the first generation)")

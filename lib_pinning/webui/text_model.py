@@ -18,9 +18,9 @@ def _forge_engines(model) -> list:
     return [engine for engine in (getattr(model, name, None) for name in FORGE_ENGINES) if engine is not None]
 
 
-def prompt_tokenizer(model=None):
-    """The object whose `process_texts([prompt])` gives the model's 75-token chunks, or None."""
-    model = shared.sd_model if model is None else model
+def prompt_tokenizer():
+    """The loaded model's object whose `process_texts([prompt])` gives its 75-token chunks, or None."""
+    model = getattr(shared, "sd_model", None)
     candidates = [getattr(model, "cond_stage_model", None), *_forge_engines(model)]
     return next((each for each in candidates if hasattr(each, "process_texts")), None)
 
