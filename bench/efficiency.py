@@ -35,6 +35,7 @@ METHODS = {
     "centred, sigma 0.05": SearchOptions(init_radius=0.0, sigma=0.05),
     "centred, sigma 0.25": SearchOptions(init_radius=0.0, sigma=0.25),
     "centred, sigma 1": SearchOptions(init_radius=0.0, sigma=1.0),
+    "centred, sigma 2": SearchOptions(init_radius=0.0, sigma=2.0),
 }
 RANDOM_SEARCH = "random search (uniform in [-1, 1]^N)"
 
