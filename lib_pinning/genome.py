@@ -18,12 +18,23 @@ tokens. Everything else passes through verbatim and is never evolved:
 the syntax above (a part inside emphasis is wrapped as `(part:m)` to keep it), words with a negative
 weight (|base + gene| would flip them) and words glued to a frozen part without whitespace (they may share
 CLIP units with its text). `Genome.frozen` lists them once, for a notice.
+
+Words the user leaves alone are not genes either, and not listed: words made only of punctuation and symbols
+(unless `punctuation=True`) and the words of `keep` (runs of words, matched case-insensitively wherever they
+occur in either prompt).
+
+The pinned prompt writes a gene's word as `(word:w)`, w rounded to 4 decimals. A word whose weight is its
+weight as written (at that precision), and every word that is not a gene, is written as the prompt wrote it:
+bare where its weight is 1, else `(word:exact weight)`. Bare text joins its neighbours, so a way of writing is
+used only once the genome's own reading of it equals that of the fully parenthesized prompt (checked once per
+pattern of bare words, then cached); otherwise every word is parenthesized.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Iterable, Sequence, Union
@@ -35,6 +46,7 @@ from .words import pieces, split_words
 POSITIVE = "positive"
 NEGATIVE = "negative"
 GRANULARITIES = ("word", "tag")
+_PUNCTUATION = ("P", "Sm", "Sk", "Sc")  # Unicode categories of punctuation and of maths, modifier, currency signs
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,7 @@ class _Word:
     weight: float  # A1111 weight in the source prompt
     evolvable: bool
     gene: int | None = None
+    chosen: bool = False  # left alone by the user's choice (kept, or punctuation): not listed as frozen
 
 
 _Item = Union[str, _Word, Frozen]  # a str is spacing, written as is
@@ -267,7 +280,8 @@ def _assign_genes(items: list[_Item], side: str, granularity: str, genes: list[G
             spaced = False
             if granularity == "word" or "," in item.text:
                 close_tag()
-        elif isinstance(item, Frozen) and item.text in ("AND", "BREAK"):
+        elif (isinstance(item, Frozen) and item.text in ("AND", "BREAK")) or (
+                isinstance(item, _Word) and "," in item.text):
             close_tag()
         spaced = spaced or (isinstance(item, str) and item.isspace())
         assigned.append(item)
@@ -295,6 +309,7 @@ class Genome:
         self.embeddings = embeddings
         self._layouts = (positive, negative)
         self.frozen = tuple(dict.fromkeys(_frozen_text(item) for item in positive + negative if _frozen_text(item)))
+        self._bare_writing_reads_right: dict[tuple[bool, ...], bool] = {}
 
     @property
     def words(self) -> list[str]:
@@ -318,24 +333,65 @@ class Genome:
             raise ValueError(f"expected {len(self.genes)} gene values, got {len(values)}")
         if not all(math.isfinite(value) for value in values):
             raise ValueError("gene values must be finite numbers")
-        positive, negative = ("".join(_render(item, values) for item in layout) for layout in self._layouts)
-        return positive, negative
+        bare = tuple(_as_written(item, values) and item.weight == 1.0 for layout in self._layouts
+                     for item in layout if isinstance(item, _Word))
+        if not any(bare):
+            return self._write(values, ())
+        if bare not in self._bare_writing_reads_right:
+            self._bare_writing_reads_right[bare] = _reading(*self._write(values, bare)) == _reading(
+                *self._write(values, ()))
+        return self._write(values, bare if self._bare_writing_reads_right[bare] else ())
+
+    def _write(self, values: list[float], bare: tuple[bool, ...]) -> tuple[str, str]:
+        """(positive, negative) text; word k is written bare when bare[k] (an empty tuple: none is)."""
+        flags = iter(bare)
+        written = []
+        for layout in self._layouts:
+            parts = [_render(item, values, bool(next(flags, False)) if isinstance(item, _Word) else False)
+                     for item in layout]
+            written.append(_join(parts))
+        return written[0], written[1]
 
 
 def _frozen_text(item: _Item) -> str:
-    if isinstance(item, Frozen) or (isinstance(item, _Word) and not item.evolvable):
+    if isinstance(item, Frozen) or (isinstance(item, _Word) and not item.evolvable and not item.chosen):
         return item.text.strip()
     return ""
 
 
-def _render(item: _Item, values: list[float]) -> str:
+def _as_written(word: _Word, values: list[float]) -> bool:
+    """Not a gene, or a gene whose weight is the word's own weight at the written precision."""
+    return word.gene is None or _rounded(abs(word.weight + values[word.gene])) == _rounded(word.weight)
+
+
+def _render(item: _Item, values: list[float], bare: bool = False) -> str:
     if isinstance(item, str):
         return item
     if isinstance(item, Frozen):
         return item.text if item.multiplier in (None, 1.0) else f"({item.text}:{_exact(item.multiplier)})"
-    if item.gene is None:  # not evolved: its exact source weight
+    if bare:
+        return _escape(item.text)
+    if _as_written(item, values):  # its exact source weight
         return f"({_escape(item.text)}:{_exact(item.weight)})"
     return f"({_escape(item.text)}:{_rounded(abs(item.weight + values[item.gene]))})"
+
+
+def _join(parts: list[str]) -> str:
+    """The parts in order; a lone backslash (which A1111 drops) keeps a `<` off a word character after it, where
+    joined bare words would otherwise spell an extra network `<name:...>`."""
+    text = ""
+    for part in parts:
+        if text.endswith("<") and part[:1].isalnum() or (text.endswith("<") and part[:1] == "_"):
+            text += "\\"
+        text += part
+    return text
+
+
+def _reading(positive: str, negative: str) -> list[tuple]:
+    """How the genome reads a written prompt pair: every word with its weight and every frozen part, in order."""
+    layouts = (_positive_layout(positive, ()), _negative_layout(negative, ()))
+    return [(side, type(item).__name__, item.text.strip(), getattr(item, "weight", getattr(item, "multiplier", None)))
+            for side, layout in enumerate(layouts) for item in layout if not isinstance(item, str)]
 
 
 def _escape(word: str) -> str:
@@ -360,23 +416,53 @@ def _exact(weight: float) -> str:
 
 
 def build_genome(
-    prompt: str, negative_prompt: str = "", granularity: str = "word", embeddings: Iterable[str] = ()
+    prompt: str, negative_prompt: str = "", granularity: str = "word", embeddings: Iterable[str] = (), *,
+    keep: Iterable[str] = (), punctuation: bool = False,
 ) -> Genome:
     """The genome of a prompt pair: one gene per word ("word") or per comma-separated chunk ("tag").
 
-    `embeddings`: names of the textual-inversion embeddings A1111 knows; each stays one word.
+    `embeddings`: names of the textual-inversion embeddings A1111 knows; each stays one word. `keep`: words or
+    runs of words that are not genes; `punctuation`: also evolve words of punctuation and symbols only.
     """
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be one of {GRANULARITIES}, not {granularity!r}")
     names = tuple(embeddings)
+    kept = [[word.casefold() for word in split_words(entry, names)] for entry in keep]
     genes: list[Gene] = []
-    positive = _assign_genes(_positive_layout(prompt, names), POSITIVE, granularity, genes)
-    negative = _assign_genes(_negative_layout(negative_prompt, names), NEGATIVE, granularity, genes)
-    genome = Genome(tuple(genes), tuple(positive), tuple(negative), names)
+    layouts = []
+    for side, layout in ((POSITIVE, _positive_layout(prompt, names)), (NEGATIVE, _negative_layout(negative_prompt, names))):
+        layout = _leave_alone(layout, [run for run in kept if run], punctuation)
+        layouts.append(_assign_genes(layout, side, granularity, genes))
+    genome = Genome(tuple(genes), tuple(layouts[0]), tuple(layouts[1]), names)
     if not genes:
+        chosen = [item.text for layout in layouts for item in layout if isinstance(item, _Word) and item.chosen]
         found = f"only {', '.join(genome.frozen)}" if genome.frozen else "it is empty"
+        if chosen:
+            found = f"its words are all kept fixed or punctuation ({', '.join(dict.fromkeys(chosen))})"
         raise PromptError(f"the prompt has no words to pin: {found}")
     return genome
+
+
+def _is_punctuation(text: str) -> bool:
+    return all(unicodedata.category(char).startswith(_PUNCTUATION) for char in text)
+
+
+def _leave_alone(layout: list[_Item], kept: list[list[str]], punctuation: bool) -> list[_Item]:
+    """The layout with the words the user leaves alone made non-genes: kept runs of words, and punctuation."""
+    positions = [k for k, item in enumerate(layout) if isinstance(item, _Word)]
+    words = [layout[k].text.casefold() for k in positions]
+    chosen = {k for k in positions if not punctuation and _is_punctuation(layout[k].text)}
+    for run in kept:
+        for start in range(len(words) - len(run) + 1):
+            if words[start:start + len(run)] == run and _adjacent(layout, positions[start:start + len(run)]):
+                chosen.update(positions[start:start + len(run)])
+    return [replace(item, evolvable=False, chosen=True) if k in chosen and item.evolvable else item
+            for k, item in enumerate(layout)]
+
+
+def _adjacent(layout: list[_Item], positions: list[int]) -> bool:
+    """Whether the words at `positions` follow each other with only spacing between them."""
+    return all(isinstance(item, str) for a, b in zip(positions, positions[1:]) for item in layout[a + 1:b])
 
 
 def weights_from_prompt(genome: Genome, positive_text: str, negative_text: str = "") -> list[tuple[float, ...]]:

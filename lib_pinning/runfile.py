@@ -1,24 +1,20 @@
-"""run.json: the record of a pinning run, rewritten atomically after every generation.
+"""Run folders on disk: atomic writes (a reader sees the old file or the new one), numbered and prepared folders.
 
-Layout (the contract other code relies on): version, options, genome {words, negative_words, frozen},
-generations [{index, evaluations, best_loss, mean_loss, sigma, seconds, individuals [{id, weights, loss, prompt,
-negative_prompt, seconds_render, seconds_loss}]}], baseline {loss, prompt, negative_prompt}, best {loss, prompt,
-negative_prompt, weights, generation}, status running|done|interrupted|failed (+ message when not done).
-A generation's `seconds` (its wall time, bookkeeping included) is written from the save after it on.
+What goes into run.json is lib_pinning.record.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 from pathlib import Path
 
 import numpy as np
-import torch
 
-RUN_FILE = "run.json"
-FORMAT_VERSION = 1
+from .errors import InputError
+from .record import RUN_FILE
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
@@ -45,7 +41,7 @@ def write_json_atomic(path: str | Path, data) -> None:
 def _jsonable(value):
     if isinstance(value, np.generic):
         return value.item()
-    if isinstance(value, (np.ndarray, torch.Tensor)):
+    if isinstance(value, np.ndarray) or type(value).__name__ == "Tensor":
         return value.tolist()
     if isinstance(value, Path):
         return str(value)
@@ -66,6 +62,16 @@ def new_run_dir(base: str | Path) -> Path:
             number += 1
 
 
-def read_run(run_dir: str | Path) -> dict:
-    with open(Path(run_dir) / RUN_FILE, encoding="utf-8") as stream:
-        return json.load(stream)
+def prepare_run_dir(run_dir: str | Path) -> None:
+    """Create the run folder; an earlier run in it (it has a run.json) is replaced, anything else refused."""
+    run_dir = Path(run_dir)
+    if run_dir.exists():
+        if not run_dir.is_dir():
+            raise InputError(f"output {str(run_dir)!r} exists and is not a folder")
+        entries = list(run_dir.iterdir())
+        if entries and not (run_dir / RUN_FILE).exists():
+            raise InputError(f"output folder {str(run_dir)!r} is not empty and holds no earlier run: "
+                             "choose another --out")
+        for entry in entries:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    run_dir.mkdir(parents=True, exist_ok=True)

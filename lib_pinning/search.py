@@ -9,14 +9,17 @@ DEAP's `creator`, whose namespace is global to the process (a WebUI process runs
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 from deap import base, cma, tools
 
-WEIGHT_SCHEMES = ("superlinear", "linear", "equal")
+from .options import AUTO, OptionError, PinOptions, spec_of
+
+log = logging.getLogger(__name__)
+DEAP_CONSTANTS = {"cs": "cs", "damps": "damps", "ccum": "cc", "ccov1": "ccov1", "ccovmu": "ccovmu"}  # option: attribute
 
 
 class _LossFitness(base.Fitness):
@@ -40,78 +43,6 @@ class _SizeLimitedIndividual(_Individual):
 
 
 @dataclass
-class SearchOptions:
-    """Options of the original extension (None = its formula, computed from the number of genes N)."""
-
-    cma_seed: int = 0
-    generations: int | None = None       # 16 * floor(ln N), at least 16 (the formula gives 0 for N < 3)
-    # The original's defaults were sigma 0.05 and a centroid drawn within +-0.25 of the prompt; starting at the
-    # user's prompt with sigma 0.5 reached the target in several times fewer evaluations (bench/efficiency.py).
-    sigma: float = 0.5                   # initial population standard deviation
-    init_radius: float = 0.0             # centroid drawn uniformly from [-r, r]^N; 0 = the user's prompt
-    lambda_: int | None = None           # int(4 + 3 ln N) children per generation
-    mu: int | None = None                # int(lambda_ / 2) parents
-    cmatrix: list[list[float]] | None = None  # initial covariance, identity(N)
-    weights: str = "superlinear"         # recombination weights: superlinear, linear or equal
-    cs: float | None = None
-    damps: float | None = None
-    ccum: float | None = None
-    ccov1: float | None = None
-    ccovmu: float | None = None
-    size_limit: float = 0.0              # > 0: multi-objective CMA-ES keeping genes within this L2 distance
-    size_limit_error: float | None = None   # tolerance of the limit, size_limit / 100
-    size_limit_weight: float | None = None  # penalty weight, size_limit * 10
-    log: bool = True                     # print the CMA logbook to the console
-
-    def resolved(self, dimension: int) -> "SearchOptions":
-        """A copy with every formula default filled in for `dimension` genes; raises ValueError on bad values."""
-        if dimension < 1:
-            raise ValueError("there is nothing to search: the genome has no genes")
-        lambda_ = self.lambda_ if self.lambda_ is not None else int(4 + 3 * math.log(dimension))
-        generations = self.generations if self.generations is not None else default_generations(dimension)
-        resolved = SearchOptions(**{**asdict(self), "lambda_": lambda_, "generations": generations,
-                                    "mu": self.mu if self.mu is not None else lambda_ // 2})
-        if self.size_limit > 0:
-            if self.size_limit_error is None:
-                resolved.size_limit_error = self.size_limit / 100
-            if self.size_limit_weight is None:
-                resolved.size_limit_weight = self.size_limit * 10
-        resolved._validate(dimension)
-        return resolved
-
-    def _validate(self, dimension: int) -> None:
-        checks = [
-            (self.generations >= 1, f"generations must be at least 1, got {self.generations}"),
-            (self.lambda_ >= 2, f"lambda_ (children per generation) must be at least 2, got {self.lambda_}"),
-            (1 <= self.mu <= self.lambda_, f"mu must be between 1 and lambda_ ({self.lambda_}), got {self.mu}"),
-            (self.sigma > 0 and math.isfinite(self.sigma), f"initial sigma must be positive, got {self.sigma}"),
-            (0 <= self.init_radius < math.inf, f"initial centroid radius must be >= 0, got {self.init_radius}"),
-            (self.weights in WEIGHT_SCHEMES, f"weights must be one of {WEIGHT_SCHEMES}, got {self.weights!r}"),
-            (0 <= self.size_limit < math.inf, f"size limit must be >= 0, got {self.size_limit}"),
-        ]
-        for name in ("size_limit_error", "size_limit_weight"):
-            value = getattr(self, name)
-            checks.append((value is None or 0 <= value < math.inf, f"{name} must be >= 0, got {value}"))
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
-        for name in ("cs", "damps", "ccum", "ccov1", "ccovmu"):
-            value = getattr(self, name)
-            if value is not None and not (value > 0 and math.isfinite(value)):
-                raise ValueError(f"{name} must be a positive number, got {value}")
-        if self.cmatrix is not None:
-            matrix = np.asarray(self.cmatrix, dtype=float)
-            if matrix.shape != (dimension, dimension):
-                raise ValueError(f"cmatrix must be {dimension}x{dimension}, got shape {matrix.shape}")
-            if not np.allclose(matrix, matrix.T) or np.linalg.eigvalsh(matrix).min() <= 0:
-                raise ValueError("cmatrix must be symmetric positive definite")
-
-
-def default_generations(dimension: int) -> int:
-    return max(16, 16 * math.floor(math.log(dimension)))
-
-
-@dataclass
 class Candidate:
     """One individual: the genes CMA-ES proposed and the genes that are rendered and scored.
 
@@ -128,15 +59,18 @@ class Candidate:
 class Search:
     """Ask/tell CMA-ES. `ask()` gives a generation's candidates, `tell(candidates, losses)` updates the strategy."""
 
-    def __init__(self, dimension: int, options: SearchOptions | None = None):
-        self.options = (options or SearchOptions()).resolved(dimension)
+    def __init__(self, dimension: int, options: PinOptions):
+        """`options` resolved for `dimension` genes (lib_pinning.options.resolve): only DEAP's constants may be -1.
+
+        Raises OptionError when DEAP's learning rates, explicit or from its formulas, cannot work together.
+        """
+        if AUTO in (options.generations, options.lambda_, options.mu, options.cma_seed):
+            raise ValueError("the search needs resolved options (lib_pinning.options.resolve)")
+        self.options = options
         self.dimension = dimension
         self.generation = 0
         self.logbook = tools.Logbook()
         self.logbook.header = ["gen", "evals", "min", "avg", "std", "max", "sigma", "axis_ratio"]
-        self.best: Candidate | None = None
-        self.best_loss = math.inf
-        self.log_writer: Callable[[str], None] = print
         rng = np.random.default_rng(self.options.cma_seed)
         # DEAP's draws come from this private state (see _own_rng).
         self._rng_state = np.random.RandomState(rng.integers(2**32)).get_state()
@@ -147,13 +81,31 @@ class Search:
             self._centroid = centroid
         else:
             self._strategy = cma.Strategy(centroid=centroid, sigma=self.options.sigma, **self._deap_params())
+            self._check_learning_rates()
 
     def _deap_params(self) -> dict:
-        names = ("lambda_", "mu", "weights", "cs", "damps", "ccum", "ccov1", "ccovmu")
-        params = {name: getattr(self.options, name) for name in names if getattr(self.options, name) is not None}
+        params = {"lambda_": self.options.lambda_, "mu": self.options.mu, "weights": self.options.weights}
+        params.update({name: getattr(self.options, name) for name in DEAP_CONSTANTS
+                       if getattr(self.options, name) != AUTO})
         if self.options.cmatrix is not None:
             params["cmatrix"] = np.asarray(self.options.cmatrix, dtype=float)
         return params
+
+    def _check_learning_rates(self) -> None:
+        """ccov1 + ccovmu must stay below 1: at 1 or more the covariance loses rank or turns indefinite and CMA-ES
+        divides by zero mid-run (DEAP quietly lowers ccovmu to 1 - ccov1, which is already too much)."""
+        ccov1 = self._strategy.ccov1
+        ccovmu = self.options.ccovmu if self.options.ccovmu != AUTO else self._strategy.ccovmu
+        if ccov1 + ccovmu >= 1:
+            names = spec_of(PinOptions, "ccov1").title, spec_of(PinOptions, "ccovmu").title
+            raise OptionError(f"{names[0]} + {names[1]} must be less than 1, got {ccov1:.4g} + {ccovmu:.4g} "
+                              "(-1 leaves one to DEAP's formula)")
+
+    def constants(self) -> dict:
+        """The CMA-ES constants in use, DEAP's formulas resolved (for run.json)."""
+        if self._multi_objective:
+            return {}
+        return {name: float(getattr(self._strategy, attribute)) for name, attribute in DEAP_CONSTANTS.items()}
 
     @contextlib.contextmanager
     def _own_rng(self):
@@ -210,8 +162,6 @@ class Search:
                 candidate.individual.fitness.values = (penalised, float(np.linalg.norm(candidate.rendered)))
             else:
                 candidate.individual.fitness.values = (penalised,)
-            if loss < self.best_loss:
-                self.best_loss, self.best = loss, candidate
         individuals = [c.individual for c in candidates]
         with self._own_rng():
             if self._strategy is None:
@@ -229,7 +179,7 @@ class Search:
                       axis_ratio=self.axis_ratio())
         self.logbook.record(**record)
         if self.options.log:
-            self.log_writer(self.logbook.stream)
+            log.info(self.logbook.stream)
 
     def axis_ratio(self) -> float:
         """Ratio of the longest to the shortest principal axis of the search distribution."""

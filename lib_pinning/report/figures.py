@@ -12,6 +12,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
+from ..record import Generation
+
 DPI = 100
 PNG_COMPRESSION = 1  # zlib's fastest level: a tenth larger files, several times less time
 HISTOGRAM_BINS = 20
@@ -110,10 +112,10 @@ class LossPlot:
         return canvas_png(canvas)
 
 
-def generation_figure(generation: dict) -> Figure:
+def generation_figure(generation: Generation) -> Figure:
     """Distributions of a generation's individual losses and of all its image losses: sorted, and histograms."""
-    individual_losses = [individual["loss"] for individual in generation["individuals"]]
-    image_losses = [loss for individual in generation["individuals"] for loss in individual.get("image_losses", [])]
+    individual_losses = [individual.loss for individual in generation.individuals]
+    image_losses = [loss for individual in generation.individuals for loss in individual.image_losses]
     figure = new_figure(9, 6)
     figure.subplots_adjust(left=0.08, right=0.98, bottom=0.08, top=0.9, hspace=0.45, wspace=0.22)
     rows = figure.subplots(2, 2)
@@ -123,6 +125,6 @@ def generation_figure(generation: dict) -> Figure:
         label(sorted_axes, f"{name.capitalize()} losses, sorted", xlabel="quantile", ylabel="loss")
         histogram_axes.hist(values, bins=spanning_edges(values), color=colour, alpha=0.7)
         label(histogram_axes, f"{name.capitalize()} losses, histogram", xlabel="loss", ylabel="count")
-    figure.suptitle(f"Generation {generation['index']}: {len(individual_losses)} individuals, "
+    figure.suptitle(f"Generation {generation.index}: {len(individual_losses)} individuals, "
                     f"best {min(individual_losses):.4f}, mean {np.mean(individual_losses):.4f}")
     return figure

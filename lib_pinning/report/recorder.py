@@ -1,9 +1,9 @@
-"""The engine's recorder for runs with a folder: writes the whole report while the search goes on.
+"""The observer that writes a run's report while the search goes on.
 
 Each hook copies what it needs (the engine keeps changing its record) and converts images to 8-bit pixels,
 then queues the writing for a background thread, so rendering never waits for PNG encoding or plotting.
-`on_finish` drains the queue, writes the run's plots and index.html, and raises RecordingError when any
-file could not be written.
+`on_finish` drains the queue, writes the best images, the run's plots and index.html, and raises ObserverError
+when any file could not be written.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..recorder import Recorder, RecordingError
-from . import files
+from ..observer import Observer, ObserverError
+from ..record import Generation, Individual, RunRecord
+from ..rendering import Rendered
 from .context import RunContext
 from .figures import LossPlot
 from .images import to_pixels
@@ -24,40 +25,39 @@ from .writers import (write_baseline, write_best, write_generation, write_images
                       write_targets)
 
 
-class ReportRecorder(Recorder):
+class ReportRecorder(Observer):
     def __init__(self, run_dir: str | Path):
         self.run_dir = Path(run_dir)
         self._writer = BackgroundWriter()
         self._loss_plot = LossPlot()  # used by the writer thread only
         self._context: RunContext | None = None
 
-    def on_baseline(self, record: dict, images: torch.Tensor, targets: torch.Tensor | None) -> None:
-        self._context = RunContext.from_record(self.run_dir, copy.deepcopy(record))
+    def on_baseline(self, record: RunRecord, rendered: Rendered, targets: torch.Tensor | None) -> None:
+        self._context = RunContext.from_record(self.run_dir, record)
         if targets is not None:
             self._writer.submit("the target images", write_targets, self.run_dir, to_pixels(targets))
-        baseline = copy.deepcopy(record["baseline"])
-        self._writer.submit("the unperturbed prompt's images", write_baseline, self._context, baseline,
-                            to_pixels(images))
+        self._writer.submit("the unperturbed prompt's images", write_baseline, self._context,
+                            copy.deepcopy(record.baseline), to_pixels(rendered.images))
 
-    def on_generation(self, record: dict, generation: dict, images: list[torch.Tensor]) -> None:
+    def on_generation(self, record: RunRecord, generation: Generation, rendered: list[Rendered]) -> None:
         generation = copy.deepcopy(generation)
-        for individual, batch in zip(generation["individuals"], images):
-            self._writer.submit(f"individual {individual['id']}", self._write_individual, self._context, generation,
-                                individual, to_pixels(batch))
-        self._writer.submit(f"generation {generation['index']}'s plot", write_generation, self.run_dir, generation)
+        for individual, batch in zip(generation.individuals, rendered):
+            self._writer.submit(f"individual {individual.id}", self._write_individual, self._context, generation,
+                                individual, to_pixels(batch.images))
+        self._writer.submit(f"generation {generation.index}'s plot", write_generation, self.run_dir, generation)
 
-    def on_finish(self, record: dict, best_images: torch.Tensor | None) -> None:
+    def on_finish(self, record: RunRecord, best: Rendered | None) -> None:
         self._writer.finish()
-        if best_images is not None and record.get("best") and self._context is not None:
-            self._writer.run("the best images", write_best, self._context, record, to_pixels(best_images))
+        if best is not None and record.best is not None and self._context is not None:
+            self._writer.run("the best images", write_best, self._context, record.best, to_pixels(best.images))
         self._writer.run("the run's plots and index.html", write_run, self.run_dir, record)
         failure = self._writer.failure()
         if failure:
-            raise RecordingError(f"the report is incomplete ({failure}); once that is fixed, rebuild it with: "
-                                 f"python -m lib_pinning report {self.run_dir}")
+            raise ObserverError(f"the report is incomplete ({failure}); once that is fixed, rebuild it with: "
+                                f"python -m lib_pinning report {self.run_dir}")
 
-    def _write_individual(self, context: RunContext, generation: dict, individual: dict, pixels: np.ndarray) -> None:
-        folder = files.individual_dir(self.run_dir, generation["index"], individual["id"])
-        write_images(context, folder, individual["prompt"], individual["negative_prompt"], pixels)
+    def _write_individual(self, context: RunContext, generation: Generation, individual: Individual,
+                          pixels: np.ndarray) -> None:
+        write_images(context, self.run_dir / individual.folder, individual.prompt, individual.negative_prompt,
+                     pixels)
         write_individual(context, generation, individual, pixels, self._loss_plot)
-
