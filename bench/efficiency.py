@@ -22,7 +22,8 @@ from benchlib import append_section, machine
 from lib_pinning.embedded import EmbeddedModel, EmbeddedRenderer  # noqa: E402
 from lib_pinning.genome import build_genome  # noqa: E402
 from lib_pinning.objective import Objective  # noqa: E402
-from lib_pinning.search import Search, SearchOptions  # noqa: E402
+from lib_pinning.options import Context, PinOptions, resolve  # noqa: E402
+from lib_pinning.search import Search  # noqa: E402
 
 PROMPTS = [
     ("a quiet painting of round shapes, warm colours, soft light, simple", "noise, stripes"),
@@ -30,12 +31,12 @@ PROMPTS = [
 ]
 TARGET_RANKS = (1, 2, 3, 4, 5)  # prototypes of moderate prior: reachable, not given
 METHODS = {
-    "project default": SearchOptions(),
-    "original default (radius 0.25, sigma 0.05)": SearchOptions(init_radius=0.25, sigma=0.05),
-    "centred, sigma 0.05": SearchOptions(init_radius=0.0, sigma=0.05),
-    "centred, sigma 0.25": SearchOptions(init_radius=0.0, sigma=0.25),
-    "centred, sigma 1": SearchOptions(init_radius=0.0, sigma=1.0),
-    "centred, sigma 2": SearchOptions(init_radius=0.0, sigma=2.0),
+    "project default": PinOptions(),
+    "original default (radius 0.25, sigma 0.05)": PinOptions(init_radius=0.25, sigma=0.05),
+    "centred, sigma 0.05": PinOptions(init_radius=0.0, sigma=0.05),
+    "centred, sigma 0.25": PinOptions(init_radius=0.0, sigma=0.25),
+    "centred, sigma 1": PinOptions(init_radius=0.0, sigma=1.0),
+    "centred, sigma 2": PinOptions(init_radius=0.0, sigma=2.0),
 }
 RANDOM_SEARCH = "random search (uniform in [-1, 1]^N)"
 
@@ -56,18 +57,19 @@ def make_tasks(model: EmbeddedModel, batch: int, steps: int) -> list[Task]:
         order = model.log_prior(prompt).argsort(descending=True)
         for rank in TARGET_RANKS:
             objective = Objective(model.prototypes[order[rank]][None])
-            baseline = objective.score(renderer.render([genome.prompt([0.0] * len(genome))])[0]).loss
+            baseline = objective.score(renderer.render([genome.prompt([0.0] * len(genome))])[0].images).loss
             tasks.append(Task(genome, renderer, objective, 0.5 * baseline))
     return tasks
 
 
 def losses_of(task: Task, gene_vectors) -> list[float]:
-    images = task.renderer.render([task.genome.prompt(genes) for genes in gene_vectors])
-    return [task.objective.score(batch).loss for batch in images]
+    rendered = task.renderer.render([task.genome.prompt(genes) for genes in gene_vectors])
+    return [task.objective.score(batch.images).loss for batch in rendered]
 
 
-def evaluations_to_threshold(task: Task, options: SearchOptions, budget: int) -> int:
-    search = Search(len(task.genome), dataclasses.replace(options, log=False, generations=10**6))
+def evaluations_to_threshold(task: Task, options: PinOptions, budget: int) -> int:
+    resolved = resolve(dataclasses.replace(options, log=False), Context(len(task.genome)))
+    search = Search(len(task.genome), dataclasses.replace(resolved, generations=10**6))
     used = 0
     while used < budget:
         candidates = search.ask()

@@ -21,17 +21,20 @@ CLIP units with its text). `Genome.frozen` lists them once, for a notice.
 
 Words the user leaves alone are not genes either, and not listed: words made only of punctuation and symbols
 (unless `punctuation=True`) and the words of `keep` (runs of words, matched case-insensitively wherever they
-occur in either prompt).
+occur in either prompt). A prompt side whose text holds both a `<` and an HTML entity (`&amp;`) is kept as
+written, with a note: CLIP's text cleaning (ftfy) decodes entities only in a fragment without a `<`, so how one
+word reads there depends on which others share its fragment.
 
-The pinned prompt writes a gene's word as `(word:w)`, w rounded to 4 decimals. A word whose weight is its
-weight as written (at that precision), and every word that is not a gene, is written as the prompt wrote it:
-bare where its weight is 1, else `(word:exact weight)`. Bare text joins its neighbours, so a way of writing is
-used only once the genome's own reading of it equals that of the fully parenthesized prompt (checked once per
-pattern of bare words, then cached); otherwise every word is parenthesized.
+The pinned prompt writes a gene's word as `(word:w)`, w rounded to 4 decimals, and a word that is not a gene
+with its exact weight, `(word:w)`. A word of weight 1 that is not a gene, or whose gene leaves it at 1 at the
+written precision, is written bare, as the prompt wrote it. Bare text joins its neighbours, so bare words are
+used only once the genome's own reading of the prompt equals that of the fully parenthesized one (checked once
+per pattern of bare words, then cached); otherwise every word is parenthesized.
 """
 
 from __future__ import annotations
 
+import html
 import math
 import re
 import unicodedata
@@ -40,13 +43,14 @@ from decimal import Decimal
 from typing import Iterable, Sequence, Union
 
 from .emphasis import Frozen, PromptError, Run, Segment, emphasis_runs, merge_equal_weights
-from .frozen_syntax import AND, EXTRA_NETWORK, SUBPROMPT, construct_spans
+from .frozen_syntax import AND, EXTRA_NETWORK, SUBPROMPT, construct_spans, glue_breaks
 from .words import pieces, split_words
 
 POSITIVE = "positive"
 NEGATIVE = "negative"
 GRANULARITIES = ("word", "tag")
 _PUNCTUATION = ("P", "Sm", "Sk", "Sc")  # Unicode categories of punctuation and of maths, modifier, currency signs
+_HTML_ENTITY = re.compile(r"&#?[0-9A-Za-z]{1,24};")  # what ftfy.fix_text may decode (ftfy.chardata)
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,7 @@ def _networks(text: str) -> list[_Placed]:
 def _subprompt_items(body: str, start: int, end: int, embeddings: tuple[str, ...]) -> list[_Placed]:
     text = body[start : start + len(SUBPROMPT.fullmatch(body, start, end).group(1))]
     text_end = start + len(text)
-    placed = _emphasis_items(text, start, construct_spans(text), embeddings)
+    placed = _emphasis_items(text, start, glue_breaks(text, construct_spans(text)), embeddings)
     for match in _SPACE_OR_TEXT.finditer(body, text_end, end):  # the sub-prompt's weight and spacing
         item = match.group()
         placed.append((match.start(), 1, item if item.isspace() else Frozen(item)))
@@ -116,7 +120,7 @@ def _subprompt_items(body: str, start: int, end: int, embeddings: tuple[str, ...
 
 def _negative_layout(text: str, embeddings: tuple[str, ...]) -> list[_Item]:
     """Steps 3-4; extra networks are text there, kept whole like prompt editing."""
-    constructs = construct_spans(text)
+    constructs = glue_breaks(text, construct_spans(text))
     networks = [m.span() for m in EXTRA_NETWORK.finditer(text) if not _overlaps(m.span(), constructs)]
     placed = _emphasis_items(text, 0, sorted(constructs + networks), embeddings)
     return _in_order(_keywords_apart(_sorted(placed)))
@@ -304,9 +308,14 @@ class Genome:
         positive: tuple[_Item, ...],
         negative: tuple[_Item, ...],
         embeddings: tuple[str, ...] = (),
+        keep: tuple[str, ...] = (),
+        punctuation: bool = False,
+        notes: tuple[str, ...] = (),
     ):
         self.genes = genes
+        self.notes = notes  # why whole prompt sides are kept as written
         self.embeddings = embeddings
+        self.keep, self.punctuation = keep, punctuation  # what the words left alone were chosen by
         self._layouts = (positive, negative)
         self.frozen = tuple(dict.fromkeys(_frozen_text(item) for item in positive + negative if _frozen_text(item)))
         self._bare_writing_reads_right: dict[tuple[bool, ...], bool] = {}
@@ -347,7 +356,7 @@ class Genome:
         flags = iter(bare)
         written = []
         for layout in self._layouts:
-            parts = [_render(item, values, bool(next(flags, False)) if isinstance(item, _Word) else False)
+            parts = [(item, _render(item, values, bool(next(flags, False)) if isinstance(item, _Word) else False))
                      for item in layout]
             written.append(_join(parts))
         return written[0], written[1]
@@ -371,19 +380,29 @@ def _render(item: _Item, values: list[float], bare: bool = False) -> str:
         return item.text if item.multiplier in (None, 1.0) else f"({item.text}:{_exact(item.multiplier)})"
     if bare:
         return _escape(item.text)
-    if _as_written(item, values):  # its exact source weight
+    if item.gene is None:  # not evolved: its exact source weight
         return f"({_escape(item.text)}:{_exact(item.weight)})"
     return f"({_escape(item.text)}:{_rounded(abs(item.weight + values[item.gene]))})"
 
 
-def _join(parts: list[str]) -> str:
-    """The parts in order; a lone backslash (which A1111 drops) keeps a `<` off a word character after it, where
-    joined bare words would otherwise spell an extra network `<name:...>`."""
+def _join(parts: list[tuple[_Item, str]]) -> str:
+    """The written parts in order, kept apart where joining them would read differently.
+
+    A lone backslash (which A1111 drops) keeps a `<` off a word character after it, where joined bare words would
+    otherwise spell an extra network `<name:...>`. A BREAK keyword gets spaces (which A1111's BREAK swallows)
+    where it touches other text: in the source a lone backslash or a prompt-editing bracket may have ended the
+    text before it, and glued to a word character it would read as text.
+    """
     text = ""
-    for part in parts:
-        if text.endswith("<") and part[:1].isalnum() or (text.endswith("<") and part[:1] == "_"):
+    keyword_before = False
+    for item, part in parts:
+        keyword = _is_keyword(item) and item.text == "BREAK"
+        if text.endswith("<") and (part[:1].isalnum() or part[:1] == "_"):
             text += "\\"
+        if text and part and ((keyword and not text[-1].isspace()) or (keyword_before and not part[0].isspace())):
+            text += " "
         text += part
+        keyword_before = keyword
     return text
 
 
@@ -429,18 +448,31 @@ def build_genome(
     names = tuple(embeddings)
     kept = [[word.casefold() for word in split_words(entry, names)] for entry in keep]
     genes: list[Gene] = []
-    layouts = []
-    for side, layout in ((POSITIVE, _positive_layout(prompt, names)), (NEGATIVE, _negative_layout(negative_prompt, names))):
+    layouts, notes = [], []
+    for side, text, layout in ((POSITIVE, EXTRA_NETWORK.sub("", prompt), _positive_layout(prompt, names)),
+                               (NEGATIVE, negative_prompt, _negative_layout(negative_prompt, names))):
         layout = _leave_alone(layout, [run for run in kept if run], punctuation)
+        if _html_sensitive(text):
+            layout = [prompt if side == POSITIVE else negative_prompt]  # written verbatim: a str item
+            notes.append(f"the {side} prompt is kept as written: it holds both a '<' and an HTML entity "
+                         f"({_HTML_ENTITY.search(text).group()}), and CLIP's text cleaning decodes entities only in "
+                         "text without a '<', so changing any word's weight could change how others read")
         layouts.append(_assign_genes(layout, side, granularity, genes))
-    genome = Genome(tuple(genes), tuple(layouts[0]), tuple(layouts[1]), names)
+    genome = Genome(tuple(genes), tuple(layouts[0]), tuple(layouts[1]), names, tuple(keep), punctuation, tuple(notes))
     if not genes:
         chosen = [item.text for layout in layouts for item in layout if isinstance(item, _Word) and item.chosen]
         found = f"only {', '.join(genome.frozen)}" if genome.frozen else "it is empty"
         if chosen:
             found = f"its words are all kept fixed or punctuation ({', '.join(dict.fromkeys(chosen))})"
+        if notes:
+            found = "; ".join(notes)
         raise PromptError(f"the prompt has no words to pin: {found}")
     return genome
+
+
+def _html_sensitive(text: str) -> bool:
+    """Whether ftfy's reading of entities in `text` depends on where a `<` is: both occur."""
+    return "<" in text and any(html.unescape(match.group()) != match.group() for match in _HTML_ENTITY.finditer(text))
 
 
 def _is_punctuation(text: str) -> bool:
@@ -467,7 +499,8 @@ def _adjacent(layout: list[_Item], positions: list[int]) -> bool:
 
 def weights_from_prompt(genome: Genome, positive_text: str, negative_text: str = "") -> list[tuple[float, ...]]:
     """The weights a pinned prompt written from `genome` gives each gene's words (one tuple per gene)."""
-    written = build_genome(positive_text, negative_text, embeddings=genome.embeddings)
+    written = build_genome(positive_text, negative_text, embeddings=genome.embeddings, keep=genome.keep,
+                           punctuation=genome.punctuation)
     expected = [(gene.side, word) for gene in genome.genes for word in gene.words]
     if [(gene.side, gene.text) for gene in written.genes] != expected:
         raise ValueError("the text does not have the words of this genome")

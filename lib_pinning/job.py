@@ -98,7 +98,7 @@ def build_job(options: PinOptions, prompt: str, negative_prompt: str, plan: Rend
 
 def _notices(genome: Genome, options: PinOptions, plan: RenderPlan, target_count: int) -> list[str]:
     """What the user should know before the run, though nothing stops it."""
-    notices = []
+    notices = list(genome.notes)
     if genome.frozen:
         notices.append(f"passed through unchanged: {', '.join(genome.frozen)}")
     sampler = plan.record.sampler
