@@ -29,23 +29,24 @@ _PIN_NAMES = {field.name for field in dataclasses.fields(PinOptions)}
 
 def pin(prompt: str, negative_prompt: str = "", *, out: str | Path | None = None, targets: Sequence = (),
         target_images: torch.Tensor | None = None, observers: Sequence[Observer] = (), progress: bool = True,
-        **values) -> RunResult:
+        report: bool = True, **values) -> RunResult:
     """Pin `prompt` on the embedded model; `values` are options by name (PinOptions and EmbeddedOptions fields).
 
-    `targets`: image files; `target_images`: a (T, 3, size, size) tensor instead. With `out`, the run folder and
-    its report are written there. Bad input raises an InputError before anything is written.
+    `targets`: image files; `target_images`: a (T, 3, size, size) tensor instead. With `out`, the run folder is
+    written there, with its report unless `report` is False. Bad input raises an InputError before anything is
+    written.
     """
     pinning = {name: value for name, value in values.items() if name in _PIN_NAMES}
     rendering = {name: value for name, value in values.items() if name not in _PIN_NAMES}
     options = parse(PinOptions, {**pinning, "targets": targets})
     render = parse(EmbeddedOptions, {**rendering, "prompt": prompt, "negative_prompt": negative_prompt})
     return pin_embedded(options, render, out=out, target_images=target_images, observers=observers,
-                        progress=progress)
+                        progress=progress, report=report)
 
 
 def pin_embedded(options: PinOptions, render: EmbeddedOptions, *, out: str | Path | None = None,
                  target_images: torch.Tensor | None = None, observers: Sequence[Observer] = (),
-                 progress: bool = True) -> RunResult:
+                 progress: bool = True, report: bool = True) -> RunResult:
     device = _device(render.device)
     images = [open_image(path) for path in options.targets]  # every file is read before anything is written
     sources = [str(path) for path in options.targets]
@@ -69,7 +70,8 @@ def pin_embedded(options: PinOptions, render: EmbeddedOptions, *, out: str | Pat
     if out is not None:
         prepare_run_dir(out)
         job.run_dir = Path(out)
-        job.observers.append(ReportRecorder(out))
+        if report:
+            job.observers.append(ReportRecorder(out))
     return run_pinning(job)
 
 

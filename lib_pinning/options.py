@@ -95,6 +95,8 @@ class Spec:
 
 
 def option(default, kind: str, label: str, help: str, **spec) -> Any:
+    if kind == "float" and isinstance(default, int):
+        default = float(default)  # -1 of a float option is -1.0, whether given or defaulted
     return field(default=default, metadata={"spec": Spec(kind, label, help, **spec)})
 
 
@@ -200,8 +202,7 @@ class PinOptions:
         "allowed\")", group=GROUP_HYPERBATCH, control="checkbox")
     fork_strength: float = option(
         AUTO, "float", "Hyperbatch fork strength (-1: the setting)",
-        "Hyperbatch samplers: noise a fork gives each child (0: copies of the parent, 1: one ancestral step's "
-        "noise)", group=GROUP_HYPERBATCH, control="slider", minimum=0.0, maximum=2.0, step=0.05,
+        "noise a Hyperbatch fork gives each child (0: copies of the parent, 1: one ancestral step's noise)", group=GROUP_HYPERBATCH, control="number", minimum=0.0, maximum=2.0, step=0.05,
         infotext="Hyperbatch fork strength",
         auto=Auto("the WebUI's \"Hyperbatch fork strength\" setting, or the strength a pasted infotext sets; "
                   "on the command line 1", lambda values, context: context.fork_strength))
@@ -226,7 +227,7 @@ class EmbeddedOptions:
                        "--cma-seed is given", group=GROUP_RENDER, minimum=0, maximum=MAX_SEED)
     batch: int = option(8, "int", "Batch size", "images per individual; at least 2 (the loss compares them)",
                         group=GROUP_RENDER, minimum=2, maximum=64)
-    steps: int = option(10, "int", "Steps", "sampling steps", group=GROUP_RENDER, minimum=1, maximum=150)
+    steps: int = option(10, "int", "Steps", "sampling steps per image", group=GROUP_RENDER, minimum=1, maximum=150)
     sampler: str = option("DPM++ 2M", "choice", "Sampler", "the k-diffusion sampler; the Hyperbatch ones fork the "
                           "batch (see \"Hyperbatch samplers\")", group=GROUP_RENDER, choices=tuple(SAMPLERS))
     schedule: str = option("Karras", "choice", "Schedule type", "the noise schedule", group=GROUP_RENDER,
@@ -467,8 +468,23 @@ def spec_default(spec: Spec):
                 if f.name == spec.name)
 
 
+def tooltip(spec: Spec) -> str:
+    """The WebUI control's tooltip: the help, what -1 means and the range, as sentences."""
+    sentences = [spec.help]
+    if spec.auto is not None:
+        sentences.append(f"-1: {spec.auto.text}")
+    if spec.kind in ("int", "float"):
+        sentences.append(range_text(spec))
+    return " ".join(sentence[0].upper() + sentence[1:] + "." for sentence in sentences)
+
+
+def flag_meaning(spec: Spec) -> str:
+    """What the flag does: a flag that switches a default-on option off says so."""
+    return f"turns off: {spec.help}" if spec.kind == "bool" and spec_default(spec) else spec.help
+
+
 def cli_help(spec: Spec) -> str:
-    return f"{spec.help} [{cli_default(spec)}]".replace("%", "%%")
+    return f"{flag_meaning(spec)} [{cli_default(spec)}]".replace("%", "%%")
 
 
 def cli_default(spec: Spec) -> str:
@@ -505,9 +521,30 @@ def markdown_table(kind: str) -> str:
         for spec in specs(cls):
             if spec.flag == "":
                 continue
-            flag = spec.cli_flag + (f" {spec.kind == 'targets' and 'FILE' or 'WORD'}" if spec.kind in ("targets", "words")
-                                    else "" if spec.kind == "bool" else "")
-            meaning = spec.help + (f"; {range_text(spec)}" if spec.kind in ("int", "float") else "") + \
+            flag = spec.cli_flag + {"targets": " FILE", "words": " WORD"}.get(spec.kind, "")
+            meaning = flag_meaning(spec) + (f"; {range_text(spec)}" if spec.kind in ("int", "float") else "") + \
                 (f"; one of {', '.join(spec.choices)}" if spec.choices else "")
             lines.append(f"| `{flag}` | {_cell(cli_default(spec))} | {_cell(meaning)} |")
     return "\n".join(lines)
+
+
+README_SECTIONS = {"script_args": "<!-- script_args -->", "cli": "<!-- cli -->"}
+
+
+def readme_with_tables(text: str) -> str:
+    """`text` (the README) with each marked table replaced by the one the schema gives."""
+    for kind, start in README_SECTIONS.items():
+        end = start.replace("<!-- ", "<!-- /")
+        before, rest = text.split(start, 1)
+        _, after = rest.split(end, 1)
+        text = f"{before}{start}\n\n{markdown_table(kind)}\n\n{end}{after}"
+    return text
+
+
+if __name__ == "__main__":  # python -m lib_pinning.options README.md: rewrite the README's option tables
+    import sys
+    from pathlib import Path
+
+    for name in sys.argv[1:]:
+        path = Path(name)
+        path.write_text(readme_with_tables(path.read_text(encoding="utf-8")), encoding="utf-8")
