@@ -2,8 +2,8 @@
 
 The `pin` flags come from the options schema (lib_pinning.options). Exit codes follow how the run ended, not
 which exception was raised: 0 done; 2 bad input, found before anything was written; 1 a fault after the run
-started (run.json says "failed" and why); 130 interrupted (Ctrl-C). Diagnostics go to stderr, the summary to
-stdout.
+started (run.json says "failed" and why); 130 interrupted by Ctrl-C, 143 by SIGTERM. Diagnostics go to stderr,
+the summary to stdout.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from . import options as schema
 from .errors import InputError
 from .record import RunRecord
 
-EXIT_CODES = {"done": 0, "interrupted": 130, "failed": 1}
+EXIT_CODES = {"done": 0, "failed": 1}
 BAD_INPUT = 2
+INTERRUPTED = {"interrupt": 130, "signal": 143}  # 128 + the signal's number, as a shell reports it
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,9 +135,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         except InputError as error:
             print(f"error: {error}", file=sys.stderr)
             return BAD_INPUT
+        except KeyboardInterrupt:  # before the run started: nothing was written
+            print("error: interrupted before the run started", file=sys.stderr)
+            return INTERRUPTED["interrupt"]
     if result.status == "failed":
         print(f"error: the run failed: {result.record.ending.message}", file=sys.stderr)
     print(summary(result.record, result.run_dir))
+    if result.status == "interrupted":
+        return INTERRUPTED.get(result.record.ending.cause, INTERRUPTED["interrupt"])
     return EXIT_CODES[result.status]
 
 

@@ -15,6 +15,7 @@ from .embedded import EmbeddedModel, EmbeddedRenderer
 from .engine import RunResult, run_pinning
 from .errors import InputError
 from .images import open_image
+from .interrupts import SignalGuard
 from .job import RenderPlan, build_job
 from .observer import Observer, ProgressBar
 from .options import EmbeddedOptions, PinOptions, parse
@@ -67,12 +68,17 @@ def pin_embedded(options: PinOptions, render: EmbeddedOptions, *, out: str | Pat
     job = build_job(options, render.prompt, render.negative_prompt, plan, make_renderer, targets=images,
                     target_sources=sources)
     job.observers = [ProgressBar(progress), *observers]
-    if out is not None:
-        prepare_run_dir(out)
+    if out is None:
+        with SignalGuard() as guard:
+            job.observers.append(guard)
+            return run_pinning(job)
+    with prepare_run_dir(out):  # locked while the run writes it
         job.run_dir = Path(out)
         if report:
             job.observers.append(ReportRecorder(out))
-    return run_pinning(job)
+        with SignalGuard(job.observers) as guard:  # a second Ctrl-C hurries the report, never loses an image
+            job.observers.append(guard)
+            return run_pinning(job)
 
 
 def _device(name: str) -> torch.device:

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .observer import Observer, ObserverError
+from .interrupts import Interrupted
+from .observer import ObserverError
 from .record import (BASELINE_FOLDER, RUN_FILE, Baseline, Best, CmaState, Generation, Individual, RunRecord,
                      individual_folder)
 from .rendering import Rendered, RunStopped
@@ -125,6 +126,9 @@ class PinningRun:
         for number, (candidate, prompt, batch) in enumerate(zip(candidates, prompts, rendered)):
             scoring = time.perf_counter()
             score = self.job.objective.score(batch.images)
+            if not math.isfinite(score.loss):
+                raise FloatingPointError(f"the loss of individual {index:04d}-{number:03d} is {score.loss}: the "
+                                         "objective cannot rank it")
             identifier = f"{index:04d}-{number:03d}"
             folder = individual_folder(index, identifier)
             individuals.append(Individual(identifier, folder, candidate.rendered.tolist(), score.loss, prompt[0],
@@ -132,9 +136,13 @@ class PinningRun:
                                           time.perf_counter() - scoring))
             self._update_best(score.loss, prompt, candidate.rendered, index, identifier, folder, batch)
         losses = [individual.loss for individual in individuals]
-        self.search.tell(candidates, losses)
+        self.search.tell(candidates, losses)  # refuses a loss that is not finite
+        state = CmaState(**self.search.state())
+        if not all(math.isfinite(value) for value in (state.sigma, state.axis_ratio, *state.centroid, *state.stds)):
+            raise FloatingPointError(f"the CMA-ES state is no longer finite after generation {index} (sigma "
+                                     f"{state.sigma}): its learning rates or covariance cannot work together")
         generation = Generation(index, len(candidates), min(losses), sum(losses) / len(losses), self.search.sigma,
-                                CmaState(**self.search.state()), individuals)
+                                state, individuals)
         self.record.generations.append(generation)
         self._save()
         self._notify("on_generation", generation, rendered)
@@ -153,8 +161,9 @@ class PinningRun:
                     raise RunStopped()
                 self._generation()
             self.record.end("generations", f"all {generations} generations ran")
-        except (KeyboardInterrupt, RunStopped):
-            self.record.end("interrupt", f"stopped after {len(self.record.generations)} finished generations")
+        except (KeyboardInterrupt, RunStopped) as stop:
+            cause = stop.cause if isinstance(stop, Interrupted) else "interrupt"
+            self.record.end(cause, f"stopped after {len(self.record.generations)} finished generations")
         except _RecordNotSaved as error:
             self.error = error.__cause__
             self.record.end("record", str(error))
@@ -166,6 +175,8 @@ class PinningRun:
 
     def _finish(self) -> None:
         """Save run.json and let every observer finish; each is tried even when another fails."""
+        for observer in self.job.observers:
+            observer.on_end(self.record)
         self._try_save()
         for observer in self.job.observers:
             try:
@@ -177,7 +188,7 @@ class PinningRun:
     def _try_save(self) -> None:
         try:
             self._save()
-        except _RecordNotSaved as error:  # e.g. a full disk: the record is still returned
+        except (_RecordNotSaved, ValueError) as error:  # e.g. a full disk: the record is still returned
             self._fail("record", str(error))
             log.error("error: %s", error)
 

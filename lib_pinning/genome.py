@@ -51,6 +51,7 @@ NEGATIVE = "negative"
 GRANULARITIES = ("word", "tag")
 _PUNCTUATION = ("P", "Sm", "Sk", "Sc")  # Unicode categories of punctuation and of maths, modifier, currency signs
 _HTML_ENTITY = re.compile(r"&#?[0-9A-Za-z]{1,24};")  # what ftfy.fix_text may decode (ftfy.chardata)
+MAX_WEIGHT = 1000.0  # beyond it conditioning overflows (1.1**1000 from nested brackets renders NaN)
 
 
 @dataclass(frozen=True)
@@ -209,9 +210,17 @@ def _lone_break(item: object) -> bool:
 
 
 def _finite(weight: float, text: str) -> float:
+    """A weight the run can write and render: finite and at most MAX_WEIGHT either way."""
     if not math.isfinite(weight):
-        raise PromptError(f"the emphasis weight of {text!r} is not a finite number ({weight})")
+        raise PromptError(f"the emphasis weight of {_shown(text)} is not a finite number ({weight})")
+    if abs(weight) > MAX_WEIGHT:
+        raise PromptError(f"the emphasis weight of {_shown(text)} is {weight:.4g}: at most {MAX_WEIGHT} either way "
+                          "can be pinned (nested brackets multiply: ten levels of ( ) give 2.59)")
     return weight
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
 def _settle_neighbours(placed: list[_Placed], fragment_ids: list[int]) -> list[_Placed]:
@@ -445,6 +454,8 @@ def build_genome(
     """
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be one of {GRANULARITIES}, not {granularity!r}")
+    for side, text in ((POSITIVE, prompt), (NEGATIVE, negative_prompt)):
+        _check_text(side, text)
     names = tuple(embeddings)
     kept = [[word.casefold() for word in split_words(entry, names)] for entry in keep]
     genes: list[Gene] = []
@@ -468,6 +479,16 @@ def build_genome(
             found = "; ".join(notes)
         raise PromptError(f"the prompt has no words to pin: {found}")
     return genome
+
+
+def _check_text(side: str, text: str) -> None:
+    """Text that can be written to run.json and read by the tokenizer: no lone surrogate, which is what Python
+    makes of a byte that is not UTF-8 on the command line."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise PromptError(f"the {side} prompt is not valid text: character {error.start + 1} is a byte that is "
+                          "not UTF-8 (save or type the prompt as UTF-8)") from None
 
 
 def _html_sensitive(text: str) -> bool:

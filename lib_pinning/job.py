@@ -19,6 +19,7 @@ from PIL import Image
 
 from . import options as schema
 from .forks import forks_fit, is_hyperbatch_sampler
+from .errors import InputError
 from .genome import Genome, build_genome
 from .losses import loss_mode, tree_weighting
 from .objective import Objective
@@ -29,6 +30,7 @@ from .rendering import Renderer
 from .search import Search
 
 log = logging.getLogger(__name__)
+MAX_GENES = 1000  # CMA-ES keeps an N x N covariance and decomposes it every generation
 
 
 @dataclass
@@ -69,6 +71,10 @@ def build_job(options: PinOptions, prompt: str, negative_prompt: str, plan: Rend
     """
     genome = build_genome(prompt, negative_prompt, options.granularity, embeddings, keep=options.keep,
                           punctuation=options.punctuation)
+    if len(genome) > MAX_GENES:
+        raise InputError(f"the prompts have {len(genome)} words to pin: at most {MAX_GENES} can be (one weight each); "
+                         "pin fewer: one gene per comma-separated tag (Gene per: tag, --granularity tag), words kept "
+                         "fixed (Keep fixed, --keep), or a shorter prompt")
     seeds = plan.record.seeds
     resolved = schema.resolve(options, Context(len(genome), seeds[0], plan.fork_strength))
     search = Search(len(genome), resolved)

@@ -2,7 +2,8 @@
 
 The engine calls every observer's hooks in order: `on_start` (the record as it starts and how many evaluations
 are planned), `on_baseline` (the unperturbed prompt's batch and the targets), `on_best` (each time the best
-individual changes), `on_generation` (each finished generation with its batches) and `on_finish`. The report
+individual changes), `on_generation` (each finished generation with its batches), `on_end` (the run has ended)
+and `on_finish`. `hurry` asks an observer still finishing to keep only what cannot be made again. The report
 writer (lib_pinning.report.ReportRecorder), the command line's progress bar (`ProgressBar`) and the WebUI's
 preview are observers. Hooks must not change what they are given. An observer whose work failed says so from
 `on_finish` with an `ObserverError`: the run then ends "failed", its search results intact.
@@ -43,6 +44,12 @@ class Observer:
 
     def on_generation(self, record: RunRecord, generation: Generation, rendered: list[Rendered]) -> None:
         pass
+
+    def on_end(self, record: RunRecord) -> None:
+        """The run has ended (its status is decided); run.json and every observer's finishing come next."""
+
+    def hurry(self) -> None:
+        """Finish sooner: keep what cannot be made again (the images), skip what can (a rebuild makes it)."""
 
     def on_finish(self, record: RunRecord, best: Rendered | None) -> None:
         pass

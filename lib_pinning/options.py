@@ -348,6 +348,15 @@ def _choice(spec: Spec, value):
 def _text(spec: Spec, value):
     if not isinstance(value, str):
         raise _fail(spec, "must be text", value)
+    return _utf8(spec, value)
+
+
+def _utf8(spec: Spec, value: str) -> str:
+    """Text that run.json can hold: no lone surrogate (Python's stand-in for a byte that is not UTF-8)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise OptionError(f"{spec.title}: character {error.start + 1} is a byte that is not UTF-8") from None
     return value
 
 
@@ -358,7 +367,7 @@ def _words(spec: Spec, value):
     entries = value.split(",") if isinstance(value, str) else value
     if not isinstance(entries, (list, tuple)) or not all(isinstance(entry, str) for entry in entries):
         raise _fail(spec, "must be a list of words or a comma-separated text", value)
-    return tuple(dict.fromkeys(entry.strip() for entry in entries if entry.strip()))
+    return tuple(dict.fromkeys(_utf8(spec, entry.strip()) for entry in entries if entry.strip()))
 
 
 def _matrix(spec: Spec, value):

@@ -27,9 +27,13 @@ from .errors import InputError
 RUN_FILE = "run.json"
 FORMAT = "sd-prompt-pinning run"
 VERSION = 2
+# What a run folder holds at its top level (lib_pinning.report writes the files; runfile tells a run folder by them)
 BASELINE_FOLDER = "baseline"
 BEST_FOLDER = "best"
 TARGETS_FOLDER = "targets"
+INDEX_FILE = "index.html"
+RUN_PLOTS = ("cma_plot.png", "history.png", "looseness.png", "front.png")
+GENERATION_FOLDER = re.compile(r"\d{8}")
 
 RUNNING, DONE, INTERRUPTED, FAILED = "running", "done", "interrupted", "failed"
 CAUSES = {  # cause -> the status it ends a run with

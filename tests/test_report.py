@@ -370,14 +370,14 @@ def test_hooks_return_at_once_and_the_writer_uses_copies(tmp_path, monkeypatch):
     started = threading.Event()
     release = threading.Event()
     from lib_pinning.report import writers
-    write_baseline = writers.write_baseline
+    write_images = writers.write_images
 
-    def held_baseline(*args):  # keeps the writer busy until the test has changed what the engine handed over
+    def held_images(*args):  # keeps the writer busy until the test has changed what the engine handed over
         started.set()
         release.wait(10)
-        write_baseline(*args)
+        write_images(*args)
 
-    monkeypatch.setattr("lib_pinning.report.recorder.write_baseline", held_baseline)
+    monkeypatch.setattr("lib_pinning.report.recorder.write_images", held_images)
     record = synthetic_record(generations=1, per_generation=2, genes=3, seeds=3)
     recorder = ReportRecorder(tmp_path)
     recorder.on_start(record, 3)
@@ -476,3 +476,13 @@ def test_a_job_that_exits_does_not_leave_the_queue_without_its_writer():
         assert not submitted.is_alive()
     writer.finish()
     assert done == [0, 1, 2] and writer.failure().startswith("1 report job(s) failed, the first: could not write exits")
+
+
+def test_labels_drawn_from_the_users_words_are_literal_text(tmp_path):
+    # matplotlib reads "$...$" as math: "$^$" made every run plot fail (and with it the report).
+    result = small_run(tmp_path / "run", "price $^$ tag, blue sky", punctuation=True, generations=1)
+    record = read_record(tmp_path / "run")
+    assert result.status == "done" and "$^$" in record.genome.words
+    labels = [label.get_text() for label in run_figures.looseness_figure(record).axes[0].get_yticklabels()]
+    assert "$^$" in labels
+    assert all((tmp_path / "run" / name).is_file() for name in (files.CMA_PLOT, files.LOOSENESS_PLOT))

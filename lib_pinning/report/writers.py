@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..record import Baseline, Best, Generation, Individual, RunRecord
+from ..record import Best, Generation, Individual, RunRecord
 from . import files, html, run_figures
 from .context import RunContext
 from .figures import LossPlot, generation_figure, png
@@ -38,12 +38,6 @@ def read_images(context: RunContext, folder: Path) -> np.ndarray | None:
 def write_batch_summary(folder: Path, pixels: np.ndarray) -> None:
     files.write_bytes(folder / files.THUMBNAILS, thumbnail_strip(pixels))
     files.write_bytes(folder / files.GIF, gif_bytes(pixels))
-
-
-def write_baseline(context: RunContext, baseline: Baseline, pixels: np.ndarray) -> None:
-    folder = context.run_dir / baseline.folder
-    write_images(context, folder, baseline.prompt, baseline.negative_prompt, pixels)
-    write_batch_summary(folder, pixels)
 
 
 def write_individual(context: RunContext, generation: Generation, individual: Individual, pixels: np.ndarray | None,
@@ -84,5 +78,12 @@ def write_run(run_dir: Path, record: RunRecord) -> None:
     plots = run_plots(record)
     for name, figure in plots.items():
         files.write_bytes(run_dir / name, png(figure(record)))
-    page = html.index_html(run_dir, record, list(plots))
-    files.write_bytes(run_dir / files.INDEX, page.encode("utf-8"))
+    write_index(run_dir, record, list(plots))
+
+
+def write_index(run_dir: Path, record: RunRecord, plots: list[str] | None = None) -> None:
+    """index.html, showing `plots` (default: those already in the folder)."""
+    run_dir = Path(run_dir)
+    if plots is None:
+        plots = [name for name in run_plots(record) if (run_dir / name).is_file()]
+    files.write_bytes(run_dir / files.INDEX, html.index_html(run_dir, record, plots).encode("utf-8"))

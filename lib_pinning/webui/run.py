@@ -23,7 +23,7 @@ from ..job import Job, RenderPlan, build_job
 from ..options import FORK_STRENGTH_DEFAULT, PinOptions
 from ..record import RenderRecord
 from ..report import ReportRecorder
-from ..runfile import new_run_dir
+from ..runfile import RunLock, new_run_dir
 from . import samplers, script_args, targets, text_model
 from .renderer import Preview, WebUIRenderer, seeds_of, subseeds_of
 
@@ -138,7 +138,8 @@ def _pin(p, job: Job):
     job.should_stop = renderer.stop_requested
     shared.state.job_count = renderer.total_renders * p.n_iter
     shared.total_tqdm.updateTotal(renderer.total_renders * p.n_iter * _sampled_steps(p))
-    result = run_pinning(job)
+    with RunLock(job.run_dir).acquire():
+        result = run_pinning(job)
     if result.status == "failed":
         log.error("the run failed: %s", result.record.ending.message)
         devices.torch_gc()
