@@ -9,14 +9,14 @@ and hyperbatch (forking samplers). The run: job (the one job builder), engine (t
 observer (progress, best, log lines), runfile (run folders), report/ (the run report), embedded_run (`pin`,
 `demo`), cli (`python -m lib_pinning`).
 
-`from lib_pinning import pin, demo` runs on the embedded model (lib_pinning.embedded_run).
+`from lib_pinning import pin, resume, demo` runs on the embedded model (lib_pinning.embedded_run).
 """
 
 __version__ = "0.2.0"
 
 
-def __getattr__(name):  # pin and demo load torch and k-diffusion: only when asked for
-    if name in ("pin", "demo"):
+def __getattr__(name):  # these load torch and k-diffusion: only when asked for
+    if name in ("pin", "resume", "demo"):
         from . import embedded_run
         return getattr(embedded_run, name)
     raise AttributeError(f"module 'lib_pinning' has no attribute {name!r}")

@@ -35,8 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo_parser.add_argument("--device", default="cpu", help="cpu or cuda [cpu]")
 
     pin_parser = commands.add_parser("pin", help="pin a prompt on the embedded model")
-    pin_parser.add_argument("--out", required=True, help="the run folder; a folder holding an earlier run is "
-                            "replaced, any other non-empty folder refused")
+    pin_parser.add_argument("--out", help="the run folder; a folder holding an earlier run alone is replaced, any "
+                            "other non-empty folder refused")
     schema.add_flags(pin_parser, schema.EmbeddedOptions)
     schema.add_flags(pin_parser, schema.PinOptions)
 
@@ -81,7 +81,8 @@ def report(run_dir: str | Path) -> int:
     return 0
 
 
-def _pin_values(args: argparse.Namespace) -> tuple[schema.PinOptions, schema.EmbeddedOptions]:
+def _given(args: argparse.Namespace) -> dict:
+    """The option flags given, by name (a .json --cmatrix read from its file)."""
     given = {name: value for name, value in vars(args).items() if name not in ("command", "out")}
     if isinstance(given.get("cmatrix"), str) and given["cmatrix"].strip().endswith(".json"):
         path = Path(given["cmatrix"].strip())
@@ -90,6 +91,11 @@ def _pin_values(args: argparse.Namespace) -> tuple[schema.PinOptions, schema.Emb
         except (OSError, UnicodeDecodeError) as error:
             raise schema.OptionError(f"{schema.spec_of(schema.PinOptions, 'cmatrix').title}: cannot read "
                                      f"{str(path)!r}: {error}") from None
+    return given
+
+
+def _pin_values(args: argparse.Namespace) -> tuple[schema.PinOptions, schema.EmbeddedOptions]:
+    given = _given(args)
     rendering = {name for name in given if name in {spec.name for spec in schema.specs(schema.EmbeddedOptions)}}
     return (schema.parse(schema.PinOptions, {name: value for name, value in given.items() if name not in rendering}),
             schema.parse(schema.EmbeddedOptions, {name: given[name] for name in rendering}))
@@ -121,14 +127,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "report":
         return report(args.run_dir)
-    if args.command == "pin" and not getattr(args, "prompt", None):
-        parser.error("the following arguments are required: --prompt")
-    from .embedded_run import demo, pin_embedded
+    resuming = getattr(args, "resume", None)
+    if args.command == "pin":
+        if not resuming and (args.out is None or not getattr(args, "prompt", None)):
+            parser.error("the following arguments are required: --out and --prompt (or --resume DIR)")
+        if resuming and args.out not in (None, resuming):
+            parser.error("--resume DIR continues the run in DIR: give no other --out")
+    from .embedded_run import demo, pin_embedded, resume
 
     with _console_logging():
         try:
             if args.command == "demo":
                 result = demo(args.out, _demo_number(args, "generations"), _demo_number(args, "seed"), args.device)
+            elif resuming:
+                given = _given(args)
+                result = resume(given.pop("resume"), **given)
             else:
                 pinning, rendering = _pin_values(args)
                 result = pin_embedded(pinning, rendering, out=args.out)

@@ -2,12 +2,19 @@
 
 The engine knows neither the WebUI nor the report: a `Job` (lib_pinning.job builds it) brings the genome, the
 renderer, the objective, the search, the record's header and the observers. The engine writes run.json after
-every generation and ends the run in exactly one status with a typed cause (lib_pinning.record.CAUSES): it never
-raises for what happens during the run; the result says how it ended, with the exception of a fault.
+every generation, with the search's and its own whole state, and ends the run in exactly one status with a typed
+cause (lib_pinning.record.CAUSES): it never raises for what happens during the run; the result says how it ended,
+with the exception of a fault.
+
+Resuming (`run_pinning(job, resume=record)`) continues a run from its last saved state: it renders the
+unperturbed prompt again (its targets, and a check that the renderer still gives the run's images) and the best
+individual (its images), restores the search, and goes on as the run would have; the finished record equals the
+uninterrupted run's, timings aside.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -18,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .errors import InputError
 from .interrupts import Interrupted
 from .observer import ObserverError
 from .record import (BASELINE_FOLDER, RUN_FILE, Baseline, Best, CmaState, Generation, Individual, RunRecord,
@@ -50,11 +58,22 @@ class _RecordNotSaved(Exception):
     """run.json could not be written (a full disk): the run ends with cause "record"."""
 
 
+class ResumeRefused(InputError):
+    """The run to resume cannot go on with this job: its targets or its renders differ. Nothing was written."""
+
+
+def tensor_hash(images) -> list[str]:
+    """SHA-256 of each image's float32 values: the same targets give the same hashes on any machine."""
+    return [hashlib.sha256(image.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()
+            for image in images]
+
+
 class PinningRun:
-    def __init__(self, job: Job):
+    def __init__(self, job: Job, resume: RunRecord | None = None):
         self.job = job
         self.record = job.record
         self.search = job.search
+        self.resume = resume
         self.best: Rendered | None = None
         self.error: BaseException | None = None
         self._lowest_loss = math.inf
@@ -82,19 +101,60 @@ class PinningRun:
             raise RuntimeError(f"the renderer returned {len(rendered)} batches for {len(prompts)} prompts")
         return prompts, rendered, (time.perf_counter() - started) / max(len(prompts), 1)
 
-    def _baseline(self) -> None:
+    def _render_baseline(self) -> tuple[tuple[str, str], Rendered, list[str]]:
+        """The unperturbed prompt's batch, with the targets brought to its size (or made from it)."""
         zeros = [0.0] * len(self.job.genome)
         (prompt,), (rendered,), _ = self._render([zeros])
         objective = self.job.objective
-        for notice in objective.prepare_targets(tuple(rendered.images.shape[-2:])):
-            self._notice(notice)
+        notices = objective.prepare_targets(tuple(rendered.images.shape[-2:]))
         if objective.needs_targets:
             objective.set_targets(rendered.images)
             log.info("no target images: the unperturbed prompt's first batch is the target")
+        return prompt, rendered, notices
+
+    def _baseline(self) -> None:
+        prompt, rendered, notices = self._render_baseline()
+        for notice in notices:
+            self._notice(notice)
+        objective = self.job.objective
+        self.record.objective.target_hashes = tensor_hash(objective.targets) if objective.targets is not None else []
         score = objective.score(rendered.images)
         self.record.baseline = Baseline(score.loss, prompt[0], prompt[1], score.image_losses, score.pair_losses)
         self._notify("on_baseline", rendered, objective.targets)
-        self._update_best(score.loss, prompt, zeros, -1, None, BASELINE_FOLDER, rendered)
+        self._update_best(score.loss, prompt, [0.0] * len(self.job.genome), -1, None, BASELINE_FOLDER, rendered)
+
+    def _restore(self) -> None:
+        """Take up the run of `self.resume`: its record, its search, its best images; nothing is written here.
+
+        Raises ResumeRefused when the targets or the renders differ from the run's.
+        """
+        stored, objective = self.resume, self.job.objective
+        if stored.state is None or stored.baseline is None or stored.best is None:
+            raise ResumeRefused("the run cannot be resumed: it ended before its first batch was scored (start it "
+                                "again instead)")
+        prompt, rendered, _ = self._render_baseline()
+        hashes = tensor_hash(objective.targets) if objective.targets is not None else []
+        if hashes != stored.objective.target_hashes:
+            what = "its targets" if stored.objective.target_source == "given" else "the unperturbed prompt's images"
+            raise ResumeRefused(f"the run cannot be resumed: {what} differ from the run's (another image, model, "
+                                "device or settings)")
+        record = self.record
+        record.objective.target_hashes = hashes
+        record.notices, record.baseline, record.best = stored.notices, stored.baseline, stored.best
+        record.generations = stored.generations
+        self.search.restore(stored.state["search"])
+        engine = stored.state["engine"]
+        self._lowest_loss, self._best_distance = engine["lowest_loss"], engine["best_distance"]
+        self._keep_state()
+        best = record.best
+        self.best = rendered if best.generation < 0 else self._render([best.weights])[1][0]
+        self._resumed_baseline = rendered
+
+    def _keep_state(self) -> None:
+        """The state a resume starts from: taken only where a generation (or the baseline) has just finished, so
+        that a run stopped inside a generation is resumed from before it."""
+        self.record.state = {"search": self.search.snapshot(),
+                             "engine": {"lowest_loss": self._lowest_loss, "best_distance": self._best_distance}}
 
     def _notice(self, notice: str) -> None:
         self.record.notices.append(notice)
@@ -144,23 +204,31 @@ class PinningRun:
         generation = Generation(index, len(candidates), min(losses), sum(losses) / len(losses), self.search.sigma,
                                 state, individuals)
         self.record.generations.append(generation)
+        self._keep_state()
         self._save()
         self._notify("on_generation", generation, rendered)
         # Wall time of the whole generation, bookkeeping included (in run.json from the next save on).
         generation.seconds = time.perf_counter() - started
 
     def run(self) -> RunResult:
-        generations = self.job.search.options.generations
+        """Run (or resume) the job to its end. Raises only ResumeRefused, before anything was written."""
+        if self.resume is not None:
+            self._restore()
         try:
             self._save()
-            self._notify("on_start", 1 + generations * self.job.search.options.lambda_)
-            self._baseline()
-            self._save()
-            while self.search.generation < generations:
+            self._notify("on_start", 1 + self.search.budget)
+            if self.resume is None:
+                self._baseline()
+                self._keep_state()
+                self._save()
+            else:
+                self._notify("on_baseline", self._resumed_baseline, self.job.objective.targets)
+                self._notify("on_best", self.best)
+            while not self.search.done:
                 if self.job.should_stop():
                     raise RunStopped()
                 self._generation()
-            self.record.end("generations", f"all {generations} generations ran")
+            self.record.end(self.search.stop, self._stop_message())
         except (KeyboardInterrupt, RunStopped) as stop:
             cause = stop.cause if isinstance(stop, Interrupted) else "interrupt"
             self.record.end(cause, f"stopped after {len(self.record.generations)} finished generations")
@@ -172,6 +240,17 @@ class PinningRun:
             self.record.end("fault", f"{type(error).__name__}: {error}")
         self._finish()
         return RunResult(self.record, self.best, self.job.run_dir, self.error)
+
+    def _stop_message(self) -> str:
+        options, search = self.search.options, self.search
+        ran = f"after {search.generation} generations, {search.evaluations} evaluations"
+        restarts = f" and {search.restarts} restarts" if search.restarts else ""
+        return {"generations": f"the budget of {search.budget} evaluations is spent ({ran})",
+                "target": f"the best loss reached {options.target_loss} ({ran})",
+                "stagnation": f"the best loss improved by no more than {options.tolerance} in {options.patience} "
+                              f"generations{restarts} ({ran})",
+                "flat": f"{options.patience} generations in a row had every loss within {options.tolerance}{restarts} "
+                        f"({ran})"}[search.stop]
 
     def _finish(self) -> None:
         """Save run.json and let every observer finish; each is tried even when another fails."""
@@ -201,5 +280,6 @@ class PinningRun:
             ending.message = f"{ending.message}; {message}"
 
 
-def run_pinning(job: Job) -> RunResult:
-    return PinningRun(job).run()
+def run_pinning(job: Job, resume: RunRecord | None = None) -> RunResult:
+    """Run `job`, or with `resume` (the record of an earlier run of the same job) continue that run."""
+    return PinningRun(job, resume).run()

@@ -114,3 +114,37 @@ def _notices(genome: Genome, options: PinOptions, plan: RenderPlan, target_count
     if target_count and not loss_mode(options.loss_mode).uses_targets:
         notices.append(f"the loss is {options.loss_mode}: the target images are not used")
     return notices
+
+
+# Options a resumed run may take other values of: the budget, whether the logbook is printed, and what to resume.
+RESUMABLE_CHANGES = ("generations", "log", "resume")
+
+
+def resume_differences(stored: RunRecord, fresh: RunRecord) -> list[str]:
+    """What keeps `fresh` (the job built for a resume) from continuing the run of `stored`, one line each."""
+    found = []
+
+    def compare(name: str, before, now) -> None:
+        if before != now:
+            found.append(f"{name}: {_shown(before)} in the run, {_shown(now)} now")
+
+    compare("prompt", stored.prompt, fresh.prompt)
+    compare("negative prompt", stored.negative_prompt, fresh.negative_prompt)
+    for name in stored.options.keys() | fresh.options.keys():
+        if name not in RESUMABLE_CHANGES:
+            compare(name, stored.options.get(name), fresh.options.get(name))
+    for name, before in vars(stored.render).items():
+        compare(name, before, getattr(fresh.render, name))
+    compare("words", (stored.genome.words, stored.genome.negative_words),
+            (fresh.genome.words, fresh.genome.negative_words))
+    compare("loss", (stored.objective.mode, stored.objective.target_count, stored.objective.tree),
+            (fresh.objective.mode, fresh.objective.target_count, fresh.objective.tree))
+    done, budget = len(stored.generations), fresh.resolved["generations"]
+    if budget < done:
+        found.append(f"generations: the run has {done} finished, {budget} asked for now (give at least {done})")
+    return found
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -65,11 +65,13 @@ class ProgressBar(Observer):
     def on_start(self, record: RunRecord, planned_evaluations: int) -> None:
         from tqdm.auto import tqdm
 
-        self._bar = tqdm(total=planned_evaluations, unit="eval", desc="pinning", disable=not self.enabled,
-                         dynamic_ncols=True)
+        done = record.evaluations + (record.baseline is not None)  # a resumed run starts where it was
+        self._bar = tqdm(total=planned_evaluations, initial=done, unit="eval", desc="pinning",
+                         disable=not self.enabled, dynamic_ncols=True)
 
     def on_baseline(self, record: RunRecord, rendered: Rendered, targets: torch.Tensor | None) -> None:
-        self._bar.update(1)
+        if record.evaluations == 0:
+            self._bar.update(1)
 
     def on_generation(self, record: RunRecord, generation: Generation, rendered: list[Rendered]) -> None:
         self._bar.update(generation.evaluations)

@@ -80,6 +80,7 @@ class Spec:
     step: float | None = None      # slider step
     flag: str | None = None        # the command line's flag; None: --name-with-dashes; "" = not on the CLI
     infotext: str | None = None    # the key in A1111's infotext
+    metavar: str | None = None     # the flag's value in --help
     name: str = ""
 
     @property
@@ -143,6 +144,32 @@ class PinOptions:
     log: bool = option(
         True, "bool", "Log CMA-ES to the console", "print the CMA-ES logbook, one line per generation",
         control="checkbox", flag="--quiet")
+    first_look: int = option(
+        0, "int", "First look: points spread over the box (0: off)",
+        "the first generation is this many scrambled Sobol points spread evenly over the box around your prompt, "
+        "and CMA-ES starts at the best of them; 0: CMA-ES's own first generation around your prompt",
+        control="number", minimum=0, maximum=1000)
+    box: float = option(
+        1.0, "float", "Box: ±gene of the first look and restarts",
+        "how far from your prompt the first look and the restarts reach, in weight: with 1, a word of weight 1 "
+        "is tried from 0 to 2", control="slider", minimum=0.05, maximum=3.0, step=0.05)
+    patience: int = option(
+        0, "int", "Patience: stop after generations without improvement (0: never)",
+        "stop (or restart) when the best loss has not improved by more than the tolerance for this many "
+        "generations, or that many generations in a row were flat (every loss within the tolerance)",
+        control="number", minimum=0, maximum=10_000)
+    tolerance: float = option(
+        0.001, "float", "Tolerance: the least improvement that counts",
+        "a loss this close to the best counts as no improvement (FLIP errors: 0.001 is the same picture)",
+        control="number", minimum=0.0, maximum=1.0)
+    target_loss: float = option(
+        0.0, "float", "Stop at loss (0: off)", "stop as soon as the best loss is at most this", control="number",
+        minimum=0.0, maximum=10.0)
+    restarts: int = option(
+        0, "int", "Restarts when stuck",
+        "a stall (see Patience) restarts CMA-ES this many times before the run stops: each restart doubles the "
+        "children per generation and starts from a random point of the box (IPOP-CMA-ES)", control="number",
+        minimum=0, maximum=20)
     lambda_: int = option(
         AUTO, "int", "Lambda: children per generation (-1: 4 + 3 ln N)",
         "individuals per generation, each rendered as one batch", group=GROUP_SEARCH, control="number", minimum=2,
@@ -214,6 +241,12 @@ class PinOptions:
         False, "bool", "Punctuation as genes",
         "also evolve words made only of punctuation and symbols (, . ! - …); off: they stay as written",
         group=GROUP_WORDS, control="checkbox")
+    resume: str = option(
+        "", "text", "Resume run (folder or number)",
+        "continue an interrupted, failed or finished run: its folder, or its number in the outputs' prompt_pins "
+        "folder; it goes on with its own options and targets (a larger Generations raises its budget), and the "
+        "txt2img settings must be the run's; command line: --resume DIR", control="text", flag="--resume",
+        metavar="DIR")
 
 
 @dataclass(frozen=True)
@@ -413,7 +446,7 @@ def resolve(options: PinOptions, context: Context) -> PinOptions:
     """A copy with every -1 replaced by its formula's value (those left to DEAP stay -1), checked together."""
     if context.genes < 1:
         raise OptionError("there is nothing to search: the genome has no genes")
-    values = dataclasses.asdict(options)
+    values = _values(options)  # not asdict: it would deep-copy raw targets (an upload's open file)
     for spec in specs(PinOptions):
         if spec.auto is not None and spec.auto.formula is not None and values[spec.name] == AUTO:
             values[spec.name] = spec.auto.formula(values, context)
@@ -441,9 +474,13 @@ def _check_covariance(matrix: tuple, genes: int) -> None:
         raise OptionError(f"{spec.title}: must be symmetric positive definite")
 
 
+def _values(options) -> dict:
+    return {field.name: getattr(options, field.name) for field in dataclasses.fields(options)}
+
+
 def to_record(options) -> dict:
     """The options as JSON values (tuples as lists), for run.json."""
-    return json.loads(json.dumps(dataclasses.asdict(options), default=str))
+    return json.loads(json.dumps(_values(options), default=str))
 
 
 # --- the command line -------------------------------------------------------------------------------------
@@ -468,7 +505,7 @@ def add_flags(parser: argparse.ArgumentParser, cls, skip: Iterable[str] = ()) ->
             group.add_argument(spec.cli_flag, action="append", metavar="FILE" if spec.kind == "targets" else "WORD",
                                **common)
         else:
-            metavar = "{" + ",".join(spec.choices) + "}" if spec.choices else spec.kind.upper()
+            metavar = spec.metavar or ("{" + ",".join(spec.choices) + "}" if spec.choices else spec.kind.upper())
             group.add_argument(spec.cli_flag, metavar=metavar, **common)
 
 
@@ -530,7 +567,8 @@ def markdown_table(kind: str) -> str:
         for spec in specs(cls):
             if spec.flag == "":
                 continue
-            flag = spec.cli_flag + {"targets": " FILE", "words": " WORD"}.get(spec.kind, "")
+            flag = spec.cli_flag + {"targets": " FILE", "words": " WORD"}.get(spec.kind, "") + (
+                f" {spec.metavar}" if spec.metavar else "")
             meaning = flag_meaning(spec) + (f"; {range_text(spec)}" if spec.kind in ("int", "float") else "") + \
                 (f"; one of {', '.join(spec.choices)}" if spec.choices else "")
             lines.append(f"| `{flag}` | {_cell(cli_default(spec))} | {_cell(meaning)} |")

@@ -37,7 +37,10 @@ GENERATION_FOLDER = re.compile(r"\d{8}")
 
 RUNNING, DONE, INTERRUPTED, FAILED = "running", "done", "interrupted", "failed"
 CAUSES = {  # cause -> the status it ends a run with
-    "generations": DONE,      # every generation of the budget ran
+    "generations": DONE,      # the evaluation budget (generations x lambda) is spent
+    "stagnation": DONE,       # the best loss stopped improving (patience)
+    "flat": DONE,             # the losses of a generation stopped differing (patience)
+    "target": DONE,           # the best loss reached the loss asked for
     "interrupt": INTERRUPTED,  # Ctrl-C, or the WebUI's Interrupt or Skip
     "signal": INTERRUPTED,     # SIGTERM
     "fault": FAILED,           # an error during the run (out of memory, a NaN, the renderer)
@@ -153,6 +156,7 @@ class ObjectiveRecord:
     target_source: str          # "given" or "baseline" (the unperturbed prompt's first batch) or "none"
     pairs: list[list[int]]      # what each pair loss compares: indices into targets ∪ batch
     tree: dict | None           # the Hyperbatch tree weighting, or None
+    target_hashes: list[str] = field(default_factory=list)  # SHA-256 of each target as scored (a resume checks)
 
 
 @dataclass
@@ -171,6 +175,7 @@ class RunRecord:
     generations: list[Generation] = field(default_factory=list)
     status: str = RUNNING
     ending: Ending | None = None
+    state: dict | None = None   # the search's and the engine's whole state after the last save: what a resume needs
     format: str = FORMAT
     version: int = VERSION
 

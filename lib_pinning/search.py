@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from deap import base, cma, tools
+from scipy.stats import qmc
 
 from .options import AUTO, OptionError, PinOptions, spec_of
 
@@ -57,7 +58,17 @@ class Candidate:
 
 
 class Search:
-    """Ask/tell CMA-ES. `ask()` gives a generation's candidates, `tell(candidates, losses)` updates the strategy."""
+    """Ask/tell CMA-ES. `ask()` gives a generation's candidates, `tell(candidates, losses)` updates the strategy.
+
+    Besides DEAP's CMA-ES it decides:
+    - the first look: with `first_look` > 0 the first generation is that many scrambled Sobol points spread
+      over the box of ±`box` around your prompt, and CMA-ES starts at the best of them;
+    - when to stop (`stop`, once `done`): the evaluation budget (`generations` × λ) is spent; the best loss
+      reached `target_loss`; or it has not improved by more than `tolerance` for `patience` generations, or
+      `patience` generations in a row were flat (all losses within `tolerance`) — with `restarts` left, such a
+      stall restarts CMA-ES instead (IPOP: twice the population, from a random point of the box);
+    - its whole state, for a resumed run (`snapshot`, `restore`).
+    """
 
     def __init__(self, dimension: int, options: PinOptions):
         """`options` resolved for `dimension` genes (lib_pinning.options.resolve): only DEAP's constants may be -1.
@@ -69,22 +80,37 @@ class Search:
         self.options = options
         self.dimension = dimension
         self.generation = 0
+        self.evaluations = 0
+        self.budget = options.generations * options.lambda_
         self.logbook = tools.Logbook()
         self.logbook.header = ["gen", "evals", "min", "avg", "std", "max", "sigma", "axis_ratio"]
         rng = np.random.default_rng(self.options.cma_seed)
         # DEAP's draws come from this private state (see _own_rng).
         self._rng_state = np.random.RandomState(rng.integers(2**32)).get_state()
+        self._sobol_seed = int(rng.integers(2**32))
         centroid = rng.uniform(-self.options.init_radius, self.options.init_radius, dimension)
         self._multi_objective = self.options.size_limit > 0
+        self.best_loss = math.inf          # the lowest loss told so far
+        self._stalled = 0                  # generations since it last improved by more than the tolerance
+        self._flat = 0                     # generations in a row whose losses all lay within the tolerance
+        self.restarts = 0                  # restarts done
+        self.lambda_ = self.options.lambda_  # the population now (IPOP doubles it at each restart)
+        self.stop: str | None = None       # why the search is done: a cause of lib_pinning.record.CAUSES
+        self._looking = self.options.first_look > 0 and not self._multi_objective
         if self._multi_objective:
             self._strategy = None  # built from the first evaluated generation
             self._centroid = centroid
         else:
-            self._strategy = cma.Strategy(centroid=centroid, sigma=self.options.sigma, **self._deap_params())
+            self._strategy = self._new_strategy(centroid)
             self._check_learning_rates()
 
+    def _new_strategy(self, centroid) -> cma.Strategy:
+        return cma.Strategy(centroid=np.asarray(centroid, dtype=float), sigma=self.options.sigma,
+                            **self._deap_params())
+
     def _deap_params(self) -> dict:
-        params = {"lambda_": self.options.lambda_, "mu": self.options.mu, "weights": self.options.weights}
+        params = {"lambda_": self.lambda_, "mu": max(1, round(self.options.mu * self.lambda_ / self.options.lambda_)),
+                  "weights": self.options.weights}
         params.update({name: getattr(self.options, name) for name in DEAP_CONSTANTS
                        if getattr(self.options, name) != AUTO})
         if self.options.cmatrix is not None:
@@ -107,6 +133,44 @@ class Search:
             return {}
         return {name: float(getattr(self._strategy, attribute)) for name, attribute in DEAP_CONSTANTS.items()}
 
+    # -- the whole state, for resuming a run exactly ----------------------------------------------------------
+    _COUNTERS = ("generation", "evaluations", "best_loss", "_stalled", "_flat", "restarts", "lambda_", "stop",
+                 "_looking")
+
+    def snapshot(self) -> dict:
+        """Everything the search would need to go on exactly as it would have: counters, RNG, strategy.
+
+        JSON values only (floats print exactly), so run.json can hold it.
+        """
+        strategy = None
+        if self._strategy is not None:
+            strategy = {name: _encode(value) for name, value in vars(self._strategy).items() if not callable(value)}
+        counters = {name: getattr(self, name) for name in self._COUNTERS}
+        counters["best_loss"] = None if math.isinf(self.best_loss) else self.best_loss
+        return {**counters, "rng": _encode(list(self._rng_state)), "strategy": strategy,
+                "centroid": _encode(getattr(self, "_centroid", None))}
+
+    def restore(self, snapshot: dict) -> None:
+        """Go on from a snapshot this search's options and dimension made (see `snapshot`)."""
+        for name in self._COUNTERS:
+            setattr(self, name, snapshot[name])
+        self.best_loss = math.inf if snapshot["best_loss"] is None else snapshot["best_loss"]
+        if self.stop == "generations":  # the budget is this search's own: a larger one goes on
+            self.stop = None
+        state = _decode(snapshot["rng"])
+        self._rng_state = (state[0], np.asarray(state[1], dtype=np.uint32), *state[2:])
+        values = snapshot["strategy"]
+        if values is None:
+            self._strategy = None
+            self._centroid = _decode(snapshot["centroid"])
+            return
+        values = {name: _decode(value) for name, value in values.items()}
+        if self._multi_objective:
+            self._strategy = cma.StrategyMultiObjective(values["parents"], self.options.sigma,
+                                                        mu=values["mu"], lambda_=values["lambda_"])
+        for name, value in values.items():
+            setattr(self._strategy, name, value)
+
     @contextlib.contextmanager
     def _own_rng(self):
         outside = np.random.get_state()
@@ -117,9 +181,15 @@ class Search:
             self._rng_state = np.random.get_state()
             np.random.set_state(outside)
 
+    # -- ask and tell --------------------------------------------------------------------------------------
     @property
     def done(self) -> bool:
-        return self.generation >= self.options.generations
+        if self.stop is None and self.evaluations + self._next_size() > self.budget:
+            self.stop = "generations"
+        return self.stop is not None
+
+    def _next_size(self) -> int:
+        return self.options.first_look if self._looking else self.lambda_
 
     @property
     def sigma(self) -> float:
@@ -131,8 +201,11 @@ class Search:
 
     def ask(self) -> list[Candidate]:
         with self._own_rng():
-            if self._strategy is None:  # size limiter: the first parents come from the initial distribution
-                noise = np.random.standard_normal((self.options.lambda_, self.dimension))
+            if self._looking:
+                points = qmc.Sobol(self.dimension, scramble=True, seed=self._sobol_seed).random(self.options.first_look)
+                individuals = [_Individual((2 * point - 1) * self.options.box) for point in points]
+            elif self._strategy is None:  # size limiter: the first parents come from the initial distribution
+                noise = np.random.standard_normal((self.lambda_, self.dimension))
                 individuals = [_SizeLimitedIndividual(self._centroid + self.options.sigma * z) for z in noise]
             else:
                 kind = _SizeLimitedIndividual if self._multi_objective else _Individual
@@ -164,13 +237,44 @@ class Search:
                 candidate.individual.fitness.values = (penalised,)
         individuals = [c.individual for c in candidates]
         with self._own_rng():
-            if self._strategy is None:
+            if self._looking:  # CMA-ES starts at the best point of the first look
+                best = min(individuals, key=lambda individual: individual.fitness.values[0])
+                self._strategy = self._new_strategy(best)
+                self._looking = False
+            elif self._strategy is None:
                 params = {"mu": len(individuals), "lambda_": self.options.lambda_}
                 self._strategy = cma.StrategyMultiObjective(individuals, self.options.sigma, **params)
             else:
                 self._strategy.update(individuals)
+        self.evaluations += len(candidates)
         self._record(losses)
         self.generation += 1
+        self._judge(losses)
+
+    def _judge(self, losses: list[float]) -> None:
+        """Stop or restart after a generation, by the stop criteria (see the class docstring)."""
+        options = self.options
+        lowest = min(losses)
+        self._stalled = 0 if lowest < self.best_loss - options.tolerance else self._stalled + 1
+        self._flat = self._flat + 1 if max(losses) - lowest <= options.tolerance else 0
+        self.best_loss = min(self.best_loss, lowest)
+        if options.target_loss > 0 and self.best_loss <= options.target_loss:
+            self.stop = "target"
+            return
+        stalled = options.patience and (self._stalled >= options.patience or self._flat >= options.patience)
+        if not stalled:
+            return
+        if self.restarts < options.restarts and not self._multi_objective:
+            self.restarts += 1
+            self.lambda_ *= 2
+            with self._own_rng():
+                centroid = np.random.uniform(-options.box, options.box, self.dimension)
+            self._strategy = self._new_strategy(centroid)
+            self._stalled = self._flat = 0
+            log.info("restart %d: no improvement above %g in %d generations; CMA-ES starts again with %d children "
+                     "per generation", self.restarts, options.tolerance, options.patience, self.lambda_)
+            return
+        self.stop = "flat" if self._flat >= options.patience else "stagnation"
 
     def _record(self, losses: list[float]) -> None:
         values = np.asarray(losses, dtype=float)
@@ -200,3 +304,35 @@ class Search:
         return {"centroid": np.asarray(strategy.centroid).tolist(), "sigma": float(strategy.sigma),
                 "axis_ratio": self.axis_ratio(), "scales": np.sort(strategy.diagD).tolist(),
                 "stds": (strategy.sigma * np.sqrt(np.diag(strategy.C))).tolist()}
+
+
+def _encode(value):
+    """A strategy's attribute as JSON: arrays with their dtype, individuals with their class and fitness."""
+    if isinstance(value, np.ndarray):  # with its memory order: BLAS rounds differently for another layout
+        order = "F" if value.flags.f_contiguous and not value.flags.c_contiguous else "C"
+        return {"ndarray": value.tolist(), "dtype": str(value.dtype), "order": order}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, _Individual):
+        return {"individual": [float(gene) for gene in value], "multi": isinstance(value, _SizeLimitedIndividual),
+                "fitness": list(value.fitness.values)}
+    if isinstance(value, (list, tuple)):
+        return [_encode(item) for item in value]
+    if isinstance(value, dict):
+        return {"dict": {key: _encode(item) for key, item in value.items()}}
+    return value
+
+
+def _decode(value):
+    if isinstance(value, list):
+        return [_decode(item) for item in value]
+    if isinstance(value, dict):
+        if "ndarray" in value:
+            return np.asarray(value["ndarray"], dtype=value["dtype"], order=value.get("order", "C"))
+        if "individual" in value:
+            individual = (_SizeLimitedIndividual if value["multi"] else _Individual)(value["individual"])
+            if value["fitness"]:
+                individual.fitness.values = tuple(value["fitness"])
+            return individual
+        return {key: _decode(item) for key, item in value["dict"].items()}
+    return value

@@ -486,3 +486,20 @@ def test_labels_drawn_from_the_users_words_are_literal_text(tmp_path):
     labels = [label.get_text() for label in run_figures.looseness_figure(record).axes[0].get_yticklabels()]
     assert "$^$" in labels
     assert all((tmp_path / "run" / name).is_file() for name in (files.CMA_PLOT, files.LOOSENESS_PLOT))
+
+
+def test_a_long_prompts_run_plots_name_the_words_at_the_ends_and_stay_small():
+    # A 500-word prompt drew 1,500 lines, 1,000 labels and 140-inch figures: minutes per plot.
+    record = synthetic_record(generations=2, per_generation=3, genes=500)
+    cma = run_figures.cma_figure(record)
+    looseness = run_figures.looseness_figure(record)
+    limit = run_figures.MAX_LABELLED
+    for figure in (cma, looseness):
+        assert figure.get_figheight() <= 0.3 * limit + 2
+    annotations = [text for axes in cma.axes for text in axes.texts]
+    assert len(annotations) == 2 * limit  # the centroid and std panels each name `limit` words
+    labels = [label.get_text() for label in looseness.axes[0].get_yticklabels()]
+    spread = np.array(record.generations[-1].cma.stds)
+    order = np.argsort(spread)
+    expected = {f"word{i}" for i in np.concatenate([order[:limit // 2], order[-limit // 2:]])}
+    assert set(labels) == expected and "40 of 500 words" in looseness._suptitle.get_text()

