@@ -76,10 +76,12 @@ def make_tasks(model: EmbeddedModel, batch: int, steps: int) -> list[Task]:
 
 
 class Counter:
-    """Scores gene vectors within a budget, noting when each threshold was first reached and the last improvement."""
+    """Scores gene vectors within a budget, noting when each threshold was first reached and the last improvement
+    (a loss lower than the best by more than `tolerance`: smaller gains are the same picture to FLIP)."""
 
-    def __init__(self, task: Task, budget: int, shares=(0.5, 0.2)):
+    def __init__(self, task: Task, budget: int, shares=(0.5, 0.2), tolerance: float = 1e-3):
         self.task, self.budget, self.used, self.best, self.last_improvement = task, budget, 0, math.inf, 0
+        self.tolerance = tolerance
         self.hits = {share: None for share in shares}
 
     @property
@@ -92,7 +94,7 @@ class Counter:
         losses = [self.task.objective.score(batch.images).loss for batch in rendered]
         for loss in losses:
             self.used += 1
-            if loss < self.best:
+            if loss < self.best - self.tolerance:
                 self.best, self.last_improvement = loss, self.used
             for share, hit in self.hits.items():
                 if hit is None and loss <= share * self.task.baseline:

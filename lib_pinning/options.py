@@ -35,6 +35,7 @@ GROUP_SEARCH = "CMA-ES"
 GROUP_LIMIT = "Size limiter"
 GROUP_HYPERBATCH = "Hyperbatch"
 GROUP_WORDS = "Words"
+GROUP_STOP = "Stopping"
 GROUP_RENDER = "Rendering (embedded model)"
 
 WEIGHT_SCHEMES = ("superlinear", "linear", "equal")  # DEAP's names for the recombination weights
@@ -144,32 +145,6 @@ class PinOptions:
     log: bool = option(
         True, "bool", "Log CMA-ES to the console", "print the CMA-ES logbook, one line per generation",
         control="checkbox", flag="--quiet")
-    first_look: int = option(
-        0, "int", "First look: points spread over the box (0: off)",
-        "the first generation is this many scrambled Sobol points spread evenly over the box around your prompt, "
-        "and CMA-ES starts at the best of them; 0: CMA-ES's own first generation around your prompt",
-        control="number", minimum=0, maximum=1000)
-    box: float = option(
-        1.0, "float", "Box: ±gene of the first look and restarts",
-        "how far from your prompt the first look and the restarts reach, in weight: with 1, a word of weight 1 "
-        "is tried from 0 to 2", control="slider", minimum=0.05, maximum=3.0, step=0.05)
-    patience: int = option(
-        0, "int", "Patience: stop after generations without improvement (0: never)",
-        "stop (or restart) when the best loss has not improved by more than the tolerance for this many "
-        "generations, or that many generations in a row were flat (every loss within the tolerance)",
-        control="number", minimum=0, maximum=10_000)
-    tolerance: float = option(
-        0.001, "float", "Tolerance: the least improvement that counts",
-        "a loss this close to the best counts as no improvement (FLIP errors: 0.001 is the same picture)",
-        control="number", minimum=0.0, maximum=1.0)
-    target_loss: float = option(
-        0.0, "float", "Stop at loss (0: off)", "stop as soon as the best loss is at most this", control="number",
-        minimum=0.0, maximum=10.0)
-    restarts: int = option(
-        0, "int", "Restarts when stuck",
-        "a stall (see Patience) restarts CMA-ES this many times before the run stops: each restart doubles the "
-        "children per generation and starts from a random point of the box (IPOP-CMA-ES)", control="number",
-        minimum=0, maximum=20)
     lambda_: int = option(
         AUTO, "int", "Lambda: children per generation (-1: 4 + 3 ln N)",
         "individuals per generation, each rendered as one batch", group=GROUP_SEARCH, control="number", minimum=2,
@@ -241,6 +216,34 @@ class PinOptions:
         False, "bool", "Punctuation as genes",
         "also evolve words made only of punctuation and symbols (, . ! - …); off: they stay as written",
         group=GROUP_WORDS, control="checkbox")
+    first_look: int = option(
+        0, "int", "First look: points spread over the box (0: off)",
+        "the first generation is this many points of a Latin hypercube spread over the box around your prompt (each "
+        "weight's range cut into as many slices, each tried once), and CMA-ES starts at the best of them; 0: "
+        "CMA-ES's own first generation around your prompt",
+        group=GROUP_SEARCH, control="number", minimum=0, maximum=1000)
+    box: float = option(
+        1.0, "float", "Box: ±gene of the first look and restarts",
+        "how far from your prompt the first look and the restarts reach, in weight: with 1, a word of weight 1 "
+        "is tried from 0 to 2", group=GROUP_SEARCH, control="slider", minimum=0.05, maximum=3.0, step=0.05)
+    patience: int = option(
+        0, "int", "Patience: stop after generations without improvement (0: never)",
+        "stop (or restart) when the best loss has not improved by more than the tolerance for this many "
+        "generations, or that many generations in a row were flat (every loss within the tolerance)",
+        group=GROUP_STOP, control="number", minimum=0, maximum=10_000)
+    tolerance: float = option(
+        0.001, "float", "Tolerance: the least improvement that counts",
+        "a loss this close to the best counts as no improvement (FLIP errors: 0.001 is the same picture)",
+        group=GROUP_STOP, control="number", minimum=0.0, maximum=1.0)
+    target_loss: float = option(
+        0.0, "float", "Stop at loss (0: off)", "stop as soon as the best loss is at most this", group=GROUP_STOP, control="number",
+        minimum=0.0, maximum=10.0)
+    restarts: int = option(
+        0, "int", "Restarts when stuck",
+        "a stall (see Patience) restarts CMA-ES this many times before the run stops: each restart doubles the "
+        "children per generation and starts from a random point of the box (IPOP-CMA-ES)", group=GROUP_STOP,
+        control="number",
+        minimum=0, maximum=20)
     resume: str = option(
         "", "text", "Resume run (folder or number)",
         "continue an interrupted, failed or finished run: its folder, or its number in the outputs' prompt_pins "

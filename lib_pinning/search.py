@@ -61,8 +61,9 @@ class Search:
     """Ask/tell CMA-ES. `ask()` gives a generation's candidates, `tell(candidates, losses)` updates the strategy.
 
     Besides DEAP's CMA-ES it decides:
-    - the first look: with `first_look` > 0 the first generation is that many scrambled Sobol points spread
-      over the box of ±`box` around your prompt, and CMA-ES starts at the best of them;
+    - the first look: with `first_look` > 0 the first generation is that many points of a Latin hypercube
+      (each gene's range cut into as many slices, each slice tried once) over the box of ±`box` around your
+      prompt, and CMA-ES starts at the best of them;
     - when to stop (`stop`, once `done`): the evaluation budget (`generations` × λ) is spent; the best loss
       reached `target_loss`; or it has not improved by more than `tolerance` for `patience` generations, or
       `patience` generations in a row were flat (all losses within `tolerance`) — with `restarts` left, such a
@@ -87,7 +88,7 @@ class Search:
         rng = np.random.default_rng(self.options.cma_seed)
         # DEAP's draws come from this private state (see _own_rng).
         self._rng_state = np.random.RandomState(rng.integers(2**32)).get_state()
-        self._sobol_seed = int(rng.integers(2**32))
+        self._look_seed = int(rng.integers(2**32))
         centroid = rng.uniform(-self.options.init_radius, self.options.init_radius, dimension)
         self._multi_objective = self.options.size_limit > 0
         self.best_loss = math.inf          # the lowest loss told so far
@@ -202,7 +203,7 @@ class Search:
     def ask(self) -> list[Candidate]:
         with self._own_rng():
             if self._looking:
-                points = qmc.Sobol(self.dimension, scramble=True, seed=self._sobol_seed).random(self.options.first_look)
+                points = qmc.LatinHypercube(self.dimension, seed=self._look_seed).random(self.options.first_look)
                 individuals = [_Individual((2 * point - 1) * self.options.box) for point in points]
             elif self._strategy is None:  # size limiter: the first parents come from the initial distribution
                 noise = np.random.standard_normal((self.lambda_, self.dimension))

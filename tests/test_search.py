@@ -140,7 +140,7 @@ def drive(search, objective):
     return history
 
 
-def test_the_first_look_spreads_sobol_points_over_the_box_and_cma_starts_at_the_best():
+def test_the_first_look_spreads_a_latin_hypercube_over_the_box_and_cma_starts_at_the_best():
     options = options_for(4, first_look=16, box=0.8, generations=3, lambda_=6)
     search = Search(4, options)
     first = search.ask()

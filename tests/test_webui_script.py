@@ -52,7 +52,7 @@ def test_the_ui_offers_every_control_in_script_args_order_with_a_tooltip(webui):
     # always-visible controls first, then one closed accordion per group, in the schema's order of groups
     accordions = [block.kwargs["elem_id"] for block in fake_webui.Block.made if type(block).__name__ == "Accordion"]
     assert accordions == [f"script_txt2img_prompt_pinning_{name}" for name in ("cmaes", "size_limiter", "hyperbatch",
-                                                                              "words")]
+                                                                              "words", "stopping")]
 
 
 def test_a_pinning_run_through_the_api_returns_the_best_images_and_the_pinned_prompt(webui, tmp_path):

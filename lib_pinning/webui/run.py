@@ -191,10 +191,13 @@ def failure_message(result: RunResult) -> str:
 
 
 def summary(result: RunResult) -> str:
+    """How the run ended, in one phrase: done (and why it stopped), interrupted or failed (and why)."""
     finished = len(result.record.generations)
-    said = {"done": f"done after {finished} generations",
-            "interrupted": f"stopped after {finished} finished generations"}
-    return said.get(result.status) or f"failed after {finished} finished generations: {failure_message(result)}"
+    if result.status == "done":
+        return f"done after {finished} generations: {result.record.ending.message}"
+    if result.status == "interrupted":
+        return f"stopped after {finished} finished generations"
+    return f"failed after {finished} finished generations: {failure_message(result)}"
 
 
 def _processed(p, result: RunResult, subseeds: list[int]):

@@ -247,3 +247,30 @@ def test_too_few_steps_for_a_hyperbatch_fork_is_a_notice_not_a_failure(webui):
     summary = json.loads(response["info"])["extra_generation_params"]["Prompt pinning"]
     assert summary["status"] == "done" and len(response["images"]) == 4
     assert any("too few to fork" in notice for notice in summary["notices"])
+
+
+def test_a_run_interrupted_through_the_api_resumes_to_the_uninterrupted_runs_prompt(webui):
+    options = {"generations": 3, "lambda_": 2, "cma_seed": 3, "log": False, "patience": 0}
+    payload = {**BASE, "steps": 2, "script_name": SCRIPT, "script_args": [options]}
+    whole = json.loads(webui.post("/sdapi/v1/txt2img", payload)["info"])
+    result = {}
+    job = threading.Thread(target=lambda: result.setdefault("response", webui.request("/sdapi/v1/txt2img", payload)))
+    job.start()
+    deadline = time.monotonic() + 600
+    while webui.get("/sdapi/v1/progress?skip_current_image=true")["state"]["job_no"] < 4:  # baseline, generation 0
+        assert time.monotonic() < deadline and job.is_alive(), "the run did not get going"
+        time.sleep(0.3)
+    webui.post("/sdapi/v1/interrupt", {})
+    job.join(600)
+    status, body = result["response"]
+    stopped = json.loads(body["info"])["extra_generation_params"]["Prompt pinning"]
+    assert status == 200 and stopped["status"] == "interrupted" and stopped["generations"] < 3
+    resumed = webui.post("/sdapi/v1/txt2img", {**payload, "script_args": [{"resume": stopped["run_folder"]}]})
+    info = json.loads(resumed["info"])
+    summary = info["extra_generation_params"]["Prompt pinning"]
+    assert summary["status"] == "done" and summary["run_folder"] == stopped["run_folder"]
+    assert info["prompt"] == whole["prompt"] and info["negative_prompt"] == whole["negative_prompt"]
+    assert summary["best_loss"] == whole["extra_generation_params"]["Prompt pinning"]["best_loss"]
+    status, refused = webui.request("/sdapi/v1/txt2img", {**payload, "seed": 77, "script_args": [
+        {"resume": stopped["run_folder"]}]})
+    assert status == 422 and "seeds: [1234, 1235] in the run, [77, 78] now" in refused["detail"]
