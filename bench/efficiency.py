@@ -41,7 +41,7 @@ TARGET_RANKS = (1, 2, 3, 4)  # prototypes of moderate prior: reachable, not give
 ORIGINAL = {"init_radius": 0.25, "sigma": 0.05}
 METHODS = {  # option values by name; whatever is not given is the project's default
     "original defaults (radius 0.25, sigma 0.05)": {**ORIGINAL, "first_look": 0, "patience": 0, "restarts": 0},
-    "0.1 defaults (sigma 0.5, no stop)": {"first_look": 0, "patience": 0, "restarts": 0},
+    "0.1 defaults (sigma 0.5, no stop)": {"sigma": 0.5, "first_look": 0, "patience": 0, "restarts": 0},
     "project defaults": {},
 }
 RANDOM_SEARCH = "random search (uniform in the box)"

@@ -194,7 +194,6 @@ class PinningRun:
             individuals.append(Individual(identifier, folder, candidate.rendered.tolist(), score.loss, prompt[0],
                                           prompt[1], score.image_losses, score.pair_losses, seconds_render,
                                           time.perf_counter() - scoring))
-            self._update_best(score.loss, prompt, candidate.rendered, index, identifier, folder, batch)
         losses = [individual.loss for individual in individuals]
         self.search.tell(candidates, losses)  # refuses a loss that is not finite
         state = CmaState(**self.search.state())
@@ -203,6 +202,11 @@ class PinningRun:
                                      f"{state.sigma}): its learning rates or covariance cannot work together")
         generation = Generation(index, len(candidates), min(losses), sum(losses) / len(losses), self.search.sigma,
                                 state, individuals)
+        # The best changes only with a whole generation: a run that ends inside one (a fault, Ctrl-C) keeps a best
+        # from the generations its record holds.
+        for candidate, individual, batch in zip(candidates, individuals, rendered):
+            self._update_best(individual.loss, (individual.prompt, individual.negative_prompt), candidate.rendered,
+                              index, individual.id, individual.folder, batch)
         self.record.generations.append(generation)
         self._keep_state()
         self._save()

@@ -135,9 +135,9 @@ class PinOptions:
         "seed of the CMA-ES sampling; the same seeds and inputs give the same run", control="number", minimum=0,
         maximum=MAX_SEED, auto=Auto("the image seed", lambda values, context: context.image_seed))
     sigma: float = option(
-        0.5, "float", "Initial sigma",
-        "initial standard deviation of the weights CMA-ES tries around the prompt (the original's 0.05; see "
-        "\"Defaults\")", control="slider", minimum=0.01, maximum=3.0, step=0.01)
+        1.0, "float", "Initial sigma",
+        "initial standard deviation of the weights CMA-ES tries around its start: your prompt, or the first "
+        "look's best (the original's 0.05; see \"Defaults\")", control="slider", minimum=0.01, maximum=3.0, step=0.01)
     init_radius: float = option(
         0.0, "float", "Initial centroid radius",
         "the search starts at a point drawn uniformly within ±radius of your prompt; 0: at your prompt (the "
@@ -217,17 +217,17 @@ class PinOptions:
         "also evolve words made only of punctuation and symbols (, . ! - …); off: they stay as written",
         group=GROUP_WORDS, control="checkbox")
     first_look: int = option(
-        0, "int", "First look: points spread over the box (0: off)",
-        "the first generation is this many points of a Latin hypercube spread over the box around your prompt (each "
-        "weight's range cut into as many slices, each tried once), and CMA-ES starts at the best of them; 0: "
-        "CMA-ES's own first generation around your prompt",
+        32, "int", "First look: points spread over the box (0: off)",
+        "the first generation is this many points (at most half the evaluation budget) of a Latin hypercube spread "
+        "over the box around your prompt (each weight's range cut into as many slices, each tried once), and CMA-ES "
+        "starts at the best of them; 0: CMA-ES's own first generation around your prompt",
         group=GROUP_SEARCH, control="number", minimum=0, maximum=1000)
     box: float = option(
-        1.0, "float", "Box: ±gene of the first look and restarts",
+        2.0, "float", "Box: ±gene of the first look and restarts",
         "how far from your prompt the first look and the restarts reach, in weight: with 1, a word of weight 1 "
         "is tried from 0 to 2", group=GROUP_SEARCH, control="slider", minimum=0.05, maximum=3.0, step=0.05)
     patience: int = option(
-        0, "int", "Patience: stop after generations without improvement (0: never)",
+        6, "int", "Patience: stop after generations without improvement (0: never)",
         "stop (or restart) when the best loss has not improved by more than the tolerance for this many "
         "generations, or that many generations in a row were flat (every loss within the tolerance)",
         group=GROUP_STOP, control="number", minimum=0, maximum=10_000)
@@ -239,7 +239,7 @@ class PinOptions:
         0.0, "float", "Stop at loss (0: off)", "stop as soon as the best loss is at most this", group=GROUP_STOP, control="number",
         minimum=0.0, maximum=10.0)
     restarts: int = option(
-        0, "int", "Restarts when stuck",
+        3, "int", "Restarts when stuck",
         "a stall (see Patience) restarts CMA-ES this many times before the run stops: each restart doubles the "
         "children per generation and starts from a random point of the box (IPOP-CMA-ES)", group=GROUP_STOP,
         control="number",

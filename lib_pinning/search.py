@@ -61,9 +61,9 @@ class Search:
     """Ask/tell CMA-ES. `ask()` gives a generation's candidates, `tell(candidates, losses)` updates the strategy.
 
     Besides DEAP's CMA-ES it decides:
-    - the first look: with `first_look` > 0 the first generation is that many points of a Latin hypercube
-      (each gene's range cut into as many slices, each slice tried once) over the box of ±`box` around your
-      prompt, and CMA-ES starts at the best of them;
+    - the first look: with `first_look` > 0 the first generation is that many points (at most half the
+      budget) of a Latin hypercube (each gene's range cut into as many slices, each slice tried once) over the
+      box of ±`box` around your prompt, and CMA-ES starts at the best of them;
     - when to stop (`stop`, once `done`): the evaluation budget (`generations` × λ) is spent; the best loss
       reached `target_loss`; or it has not improved by more than `tolerance` for `patience` generations, or
       `patience` generations in a row were flat (all losses within `tolerance`) — with `restarts` left, such a
@@ -97,7 +97,9 @@ class Search:
         self.restarts = 0                  # restarts done
         self.lambda_ = self.options.lambda_  # the population now (IPOP doubles it at each restart)
         self.stop: str | None = None       # why the search is done: a cause of lib_pinning.record.CAUSES
-        self._looking = self.options.first_look > 0 and not self._multi_objective
+        # the first look takes at most half the budget, so that CMA-ES always gets the other half
+        self.look_size = min(self.options.first_look, self.budget // 2)
+        self._looking = self.look_size >= 2 and not self._multi_objective
         if self._multi_objective:
             self._strategy = None  # built from the first evaluated generation
             self._centroid = centroid
@@ -190,7 +192,7 @@ class Search:
         return self.stop is not None
 
     def _next_size(self) -> int:
-        return self.options.first_look if self._looking else self.lambda_
+        return self.look_size if self._looking else self.lambda_
 
     @property
     def sigma(self) -> float:
@@ -203,7 +205,7 @@ class Search:
     def ask(self) -> list[Candidate]:
         with self._own_rng():
             if self._looking:
-                points = qmc.LatinHypercube(self.dimension, seed=self._look_seed).random(self.options.first_look)
+                points = qmc.LatinHypercube(self.dimension, seed=self._look_seed).random(self.look_size)
                 individuals = [_Individual((2 * point - 1) * self.options.box) for point in points]
             elif self._strategy is None:  # size limiter: the first parents come from the initial distribution
                 noise = np.random.standard_normal((self.lambda_, self.dimension))

@@ -20,7 +20,7 @@ from lib_pinning.report import ReportRecorder
 
 HOSTILE = "</script><img src=x onerror=alert(1)>"
 SMALL = dict(batch=3, steps=4, prototypes=6, size=16, progress=False)
-SEARCH = dict(cma_seed=1, generations=3, lambda_=4, log=False)
+SEARCH = dict(cma_seed=1, generations=3, lambda_=4, log=False, first_look=0)  # 3 generations of 4
 
 
 def small_run(folder, prompt=f"a red circle {HOSTILE}", **overrides):

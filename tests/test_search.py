@@ -34,7 +34,8 @@ def test_original_defaults_follow_the_formulas():
     assert options.lambda_ == int(4 + 3 * math.log(8)) == 10
     assert options.mu == 5
     assert options.generations == 16 * math.floor(math.log(8)) == 32
-    assert options.sigma == 0.5 and options.init_radius == 0.0  # measured better than the original's 0.05, 0.25
+    assert options.sigma == 1.0 and options.init_radius == 0.0  # measured better than the original's 0.05, 0.25
+    assert (options.first_look, options.box, options.patience, options.restarts) == (32, 2.0, 6, 3)  # "Defaults"
     assert options_for(2).generations == 16  # the bare formula would give 0 generations
     assert resolve(PinOptions(), Context(3, image_seed=77)).cma_seed == 77  # -1: the image seed
 
@@ -141,7 +142,7 @@ def drive(search, objective):
 
 
 def test_the_first_look_spreads_a_latin_hypercube_over_the_box_and_cma_starts_at_the_best():
-    options = options_for(4, first_look=16, box=0.8, generations=3, lambda_=6)
+    options = options_for(4, first_look=16, box=0.8, generations=6, lambda_=6)
     search = Search(4, options)
     first = search.ask()
     points = np.array([c.rendered for c in first])
@@ -153,6 +154,13 @@ def test_the_first_look_spreads_a_latin_hypercube_over_the_box_and_cma_starts_at
     assert search.evaluations == 16 and len(search.ask()) == 6
 
 
+def test_the_first_look_takes_at_most_half_the_budget():
+    search = Search(4, options_for(4, first_look=32, generations=3, lambda_=4))
+    assert len(search.ask()) == 6  # half of 3 x 4: CMA-ES keeps the other half
+    tiny = Search(4, options_for(4, first_look=32, generations=1, lambda_=3, box=0.1, sigma=3.0))
+    assert len(tiny.ask()) == 3  # a budget of 3 leaves no room for a look: CMA-ES's own first generation
+
+
 def test_the_budget_is_generations_times_lambda_evaluations():
     search = Search(3, options_for(3, first_look=10, generations=4, lambda_=5))
     history = drive(search, sphere(np.zeros(3)))
@@ -161,9 +169,9 @@ def test_the_budget_is_generations_times_lambda_evaluations():
 
 
 def test_a_search_that_stops_improving_stops_by_itself():
-    flat = Search(3, options_for(3, generations=50, patience=4))
+    flat = Search(3, options_for(3, generations=50, patience=4, first_look=0, restarts=0))
     assert len(drive(flat, lambda genes: 0.5)) == 4 and flat.stop == "flat"
-    stalls = Search(3, options_for(3, generations=200, patience=5, tolerance=0.01))
+    stalls = Search(3, options_for(3, generations=200, patience=5, tolerance=0.01, first_look=0, restarts=0))
     history = drive(stalls, lambda genes: max(0.3, float(np.sum(genes ** 2))))  # a floor it cannot pass
     assert stalls.stop in ("stagnation", "flat") and len(history) < 200
     best = [min(losses) for _, losses in history]
@@ -177,7 +185,7 @@ def test_a_search_stops_at_the_loss_asked_for():
 
 
 def test_a_stall_restarts_cma_es_with_twice_the_population_until_the_restarts_are_used():
-    search = Search(3, options_for(3, generations=100, lambda_=4, patience=3, restarts=2))
+    search = Search(3, options_for(3, generations=100, lambda_=4, patience=3, restarts=2, first_look=0))
     history = drive(search, lambda genes: 0.5)
     sizes = [len(losses) for _, losses in history]
     assert sizes == [4] * 3 + [8] * 3 + [16] * 3 and search.restarts == 2 and search.stop == "flat"

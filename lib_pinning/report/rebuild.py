@@ -11,7 +11,7 @@ from pathlib import Path
 from ..record import RunRecord, read_record
 from . import files
 from .context import RunContext
-from .figures import LossPlot
+from .figures import GenerationPlot, LossPlot
 from .writers import read_images, write_batch_summary, write_best, write_generation, write_individual, write_run
 
 
@@ -37,7 +37,7 @@ def write_derived(run_dir: Path, record: RunRecord, only_missing: bool = False) 
         baseline = None if only_missing and (folder / files.GIF).is_file() else read_images(context, folder)
         if baseline is not None:
             write_batch_summary(folder, baseline)
-    loss_plot = LossPlot()
+    loss_plot, generation_plot = LossPlot(), GenerationPlot()
     without_images = []
     for generation in record.generations:
         for individual in generation.individuals:
@@ -50,5 +50,5 @@ def write_derived(run_dir: Path, record: RunRecord, only_missing: bool = False) 
             write_individual(context, generation, individual, pixels, loss_plot)
         plot = files.generation_dir(run_dir, generation.index) / files.GENERATION_PLOT
         if not (only_missing and plot.is_file()):
-            write_generation(run_dir, generation)
+            write_generation(run_dir, generation, generation_plot)
     return without_images

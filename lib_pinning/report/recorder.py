@@ -19,7 +19,7 @@ from ..observer import Observer, ObserverError
 from ..record import Generation, RunRecord
 from ..rendering import Rendered
 from .context import RunContext
-from .figures import LossPlot
+from .figures import GenerationPlot, LossPlot
 from .rebuild import write_derived
 from .images import to_pixels
 from .worker import BackgroundWriter
@@ -33,7 +33,8 @@ class ReportRecorder(Observer):
         self.run_dir = Path(run_dir)
         self.complete = complete
         self._writer = BackgroundWriter()
-        self._loss_plot = LossPlot()  # used by the writer thread only
+        self._loss_plot = LossPlot()  # these two are used by the writer thread only
+        self._generation_plot = GenerationPlot()
         self._context: RunContext | None = None
 
     def on_baseline(self, record: RunRecord, rendered: Rendered, targets: torch.Tensor | None) -> None:
@@ -56,7 +57,7 @@ class ReportRecorder(Observer):
             self._writer.submit(f"individual {individual.id}'s files", write_individual, self._context, generation,
                                 individual, pixels, self._loss_plot, derived=True)
         self._writer.submit(f"generation {generation.index}'s plot", write_generation, self.run_dir, generation,
-                            derived=True)
+                            self._generation_plot, derived=True)
 
     def hurry(self) -> None:
         self._writer.hurry()

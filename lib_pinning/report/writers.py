@@ -10,7 +10,7 @@ import numpy as np
 from ..record import Best, Generation, Individual, RunRecord
 from . import files, html, run_figures
 from .context import RunContext
-from .figures import LossPlot, generation_figure, png
+from .figures import GenerationPlot, LossPlot, png
 from .images import gif_bytes, png_bytes, read_png, thumbnail_strip
 from .stats import individual_stats
 
@@ -52,9 +52,9 @@ def write_individual(context: RunContext, generation: Generation, individual: In
         write_batch_summary(folder, pixels)
 
 
-def write_generation(run_dir: Path, generation: Generation) -> None:
+def write_generation(run_dir: Path, generation: Generation, plot: GenerationPlot) -> None:
     path = files.generation_dir(run_dir, generation.index) / files.GENERATION_PLOT
-    files.write_bytes(path, png(generation_figure(generation)))
+    files.write_bytes(path, plot.png(generation))
 
 
 def write_best(context: RunContext, best: Best, pixels: np.ndarray) -> None:
