@@ -11,7 +11,7 @@ uniformly in the box of sane weights. Per method, over tasks x CMA seeds:
 - after last improvement: the median share of a run's evaluations spent after its best loss last improved;
 - used: the median evaluations a run spent (a run that stops by itself spends less than the budget).
 
-    .venv/bin/python bench/efficiency.py [--seeds 5] [--batch 8] [--methods NAME ...] [--write]
+    .venv/bin/python bench/efficiency.py [--seeds 5] [--batch 8] [--methods NAME ...] [--screened] [--write]
 """
 
 from __future__ import annotations
@@ -45,6 +45,18 @@ METHODS = {  # option values by name; whatever is not given is the project's def
     "project defaults": {},
 }
 RANDOM_SEARCH = "random search (uniform in the box)"
+SCREENED = {  # what the defaults were chosen from (docs/BENCHMARKS.md, "efficiency screening"); --screened runs them
+    "sigma 1 at the prompt, no stop": {"sigma": 1.0, "first_look": 0, "patience": 0, "restarts": 0},
+    "look 16, box 1, sigma 0.5, patience 8": {"first_look": 16, "box": 1.0, "sigma": 0.5, "patience": 8,
+                                              "restarts": 0},
+    "look 32, box 1.5, sigma 0.5, patience 6, 3 restarts": {"first_look": 32, "box": 1.5, "sigma": 0.5},
+    "look 32, box 2, sigma 0.7, patience 6, 3 restarts": {"sigma": 0.7},
+    "look 64, box 2, sigma 0.7, patience 6, 2 restarts": {"first_look": 64, "sigma": 0.7, "restarts": 2},
+    "look 16, box 2, sigma 1, patience 4, 5 restarts": {"first_look": 16, "patience": 4, "restarts": 5},
+    "look 32, box 2.5, sigma 1, patience 6, 3 restarts": {"box": 2.5},
+    "look 16, box 3, sigma 1, patience 6, 3 restarts": {"first_look": 16, "box": 3.0},
+}
+SCREENED_BOXES = (1.0, 1.5, 2.0, 3.0)  # random search in these boxes
 
 
 @dataclasses.dataclass
@@ -157,19 +169,22 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--methods", nargs="*", help="only these methods (names of METHODS, or 'random')")
+    parser.add_argument("--screened", action="store_true", help="also the methods the defaults were chosen from")
     parser.add_argument("--write", action="store_true", help="append the table to docs/BENCHMARKS.md")
     args = parser.parse_args()
     started = time.perf_counter()
     tasks = make_tasks(EmbeddedModel(size=args.size), args.batch, args.steps)
     box = PinOptions().box
-    methods = {name: values for name, values in METHODS.items() if not args.methods or name in args.methods}
+    every = {**METHODS, **(SCREENED if args.screened else {})}
+    methods = {name: values for name, values in every.items() if not args.methods or name in args.methods}
     results: dict[str, list[Run]] = {}
     for name, values in methods.items():
         results[name] = [search_run(task, values, seed, args.budget) for task in tasks for seed in range(args.seeds)]
         print(table({name: results[name]}, args.budget).splitlines()[-1], flush=True)
     if not args.methods or "random" in args.methods:
-        results[RANDOM_SEARCH] = [random_run(task, seed, args.budget, box) for task in tasks
-                                  for seed in range(args.seeds)]
+        for size in sorted({box, *(SCREENED_BOXES if args.screened else ())}):
+            name = RANDOM_SEARCH if size == box else f"random search, box {size:g}"
+            results[name] = [random_run(task, seed, args.budget, size) for task in tasks for seed in range(args.seeds)]
     text = table(results, args.budget)
     print(text)
     if args.write:

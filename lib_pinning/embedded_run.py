@@ -29,7 +29,7 @@ DEMO_PROMPT = "a quiet painting of round shapes, warm colours, soft light, simpl
 _PROTOTYPE_TARGET = re.compile(r"embedded prototype (\d+)")
 _TENSOR_TARGET = re.compile(r"image \d+")
 DEMO_NEGATIVE = "noise, stripes"
-DEMO_SEED, DEMO_RANK, DEMO_LOSS = 2, 0, 0.05
+DEMO_SEED, DEMO_RANK, DEMO_LOSS, DEMO_BATCH = 7, 3, 0.05, 4
 _PIN_NAMES = {field.name for field in dataclasses.fields(PinOptions)}
 
 
@@ -160,5 +160,5 @@ def demo(out: str | Path, generations: int = -1, seed: int = DEMO_SEED, device: 
     model = EmbeddedModel(device=_device(device))
     target = f"embedded prototype {demo_target(model, DEMO_PROMPT, DEMO_RANK)}"
     return pin(DEMO_PROMPT, DEMO_NEGATIVE, out=out, targets=[target], seed=seed, cma_seed=seed,
-               generations=generations, target_loss=DEMO_LOSS, device=device, progress=progress,
+               generations=generations, target_loss=DEMO_LOSS, batch=DEMO_BATCH, device=device, progress=progress,
                observers=observers)

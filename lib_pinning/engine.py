@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import InputError
-from .interrupts import Interrupted
+from .interrupts import Interrupted, deferred
 from .observer import ObserverError
 from .record import (BASELINE_FOLDER, RUN_FILE, Baseline, Best, CmaState, Generation, Individual, RunRecord,
                      individual_folder)
@@ -119,9 +119,11 @@ class PinningRun:
         objective = self.job.objective
         self.record.objective.target_hashes = tensor_hash(objective.targets) if objective.targets is not None else []
         score = objective.score(rendered.images)
-        self.record.baseline = Baseline(score.loss, prompt[0], prompt[1], score.image_losses, score.pair_losses)
-        self._notify("on_baseline", rendered, objective.targets)
-        self._update_best(score.loss, prompt, [0.0] * len(self.job.genome), -1, None, BASELINE_FOLDER, rendered)
+        with deferred():  # in the record only with its images queued
+            self.record.baseline = Baseline(score.loss, prompt[0], prompt[1], score.image_losses, score.pair_losses)
+            self._notify("on_baseline", rendered, objective.targets)
+            self._update_best(score.loss, prompt, [0.0] * len(self.job.genome), -1, None, BASELINE_FOLDER,
+                              rendered)
 
     def _restore(self) -> None:
         """Take up the run of `self.resume`: its record, its search, its best images; nothing is written here.
@@ -203,14 +205,15 @@ class PinningRun:
         generation = Generation(index, len(candidates), min(losses), sum(losses) / len(losses), self.search.sigma,
                                 state, individuals)
         # The best changes only with a whole generation: a run that ends inside one (a fault, Ctrl-C) keeps a best
-        # from the generations its record holds.
-        for candidate, individual, batch in zip(candidates, individuals, rendered):
-            self._update_best(individual.loss, (individual.prompt, individual.negative_prompt), candidate.rendered,
-                              index, individual.id, individual.folder, batch)
-        self.record.generations.append(generation)
-        self._keep_state()
-        self._save()
-        self._notify("on_generation", generation, rendered)
+        # from the generations its record holds. A generation enters the record only with its images queued.
+        with deferred():
+            for candidate, individual, batch in zip(candidates, individuals, rendered):
+                self._update_best(individual.loss, (individual.prompt, individual.negative_prompt),
+                                  candidate.rendered, index, individual.id, individual.folder, batch)
+            self.record.generations.append(generation)
+            self._keep_state()
+            self._save()
+            self._notify("on_generation", generation, rendered)
         # Wall time of the whole generation, bookkeeping included (in run.json from the next save on).
         generation.seconds = time.perf_counter() - started
 

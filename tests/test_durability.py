@@ -255,3 +255,25 @@ def test_error_lines_go_to_stderr(tmp_path, capsys, monkeypatch):
     captured = capsys.readouterr()
     assert "could not write run.json" in captured.err and "could not write run.json" not in captured.out.replace(
         "status: failed (record: could not write run.json", "")
+
+
+def test_ctrl_c_while_a_generation_is_being_recorded_waits_for_its_images(tmp_path):
+    """A Ctrl-C that lands after a generation was scored, while it enters the record (here: as it improves the
+    best), takes effect once the generation is saved with its images queued: the record never names an
+    individual whose images were not written, nor a best outside its generations."""
+
+    class CtrlCOnABetterIndividual(Observer):
+        def on_best(self, record, rendered):
+            if record.best.generation >= 1:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    folder = tmp_path / "run"
+    result = pin("a red circle", out=folder, observers=[CtrlCOnABetterIndividual()], **SMALL,
+                 **{**SEARCH, "generations": 30, "first_look": 0})
+    record = read_record(folder)  # consistent: its best is one of its individuals
+    assert result.status == record.status == "interrupted" and record.best.generation >= 1
+    assert len(record.generations) == record.best.generation + 1  # the generation it was in, finished
+    for generation in record.generations:
+        for individual in generation.individuals:
+            for seed in record.render.seeds:
+                assert (folder / individual.folder / files.image_name(seed)).is_file(), individual.folder

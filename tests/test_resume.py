@@ -141,6 +141,13 @@ def test_differences_compare_every_setting_the_run_was_made_with():
     assert resume_differences(stored, small_job(generations=3, keep=["red"]).record)[0].startswith("keep: ")
 
 
+def test_the_demo_shows_a_search_that_stops_by_itself(tmp_path):
+    from lib_pinning.embedded_run import demo
+    record = demo(tmp_path / "demo", progress=False).record
+    assert record.status == "done" and record.ending.cause == "target"  # not its budget
+    assert record.best.generation >= 3 and record.best.loss <= 0.05 < record.baseline.loss / 10
+
+
 def test_the_demo_can_be_resumed(tmp_path):
     from lib_pinning.embedded_run import demo
     folder = tmp_path / "demo"
