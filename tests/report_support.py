@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -89,3 +90,31 @@ def synthetic_record(generations: int, per_generation: int, genes: int = 16, see
         baseline=Baseline(1.0, prompt([0] * genes), "", [0.5] * seeds, [0.5] * len(pairs)),
         best=Best(best.loss, best.prompt, "", best.weights, best_generation, best.id, best.folder),
         generations=records, status="done")
+
+
+class StopAt:
+    """Wraps a renderer: renders normally, then raises `exception` at render call `at` (1: the baseline)."""
+
+    def __init__(self, at, exception=None):
+        self.at, self.exception, self.calls = at, exception or KeyboardInterrupt(), 0
+
+    def __call__(self, renderer):
+        self.renderer, self.seeds = renderer, renderer.seeds
+        return self
+
+    def render(self, prompts):
+        self.calls += 1
+        if self.calls == self.at:
+            raise self.exception
+        return self.renderer.render(prompts)
+
+
+def without_timings(record) -> dict:
+    """The record as JSON data without what legitimately differs between two equal runs: timings."""
+    data = json.loads(record.to_json())
+    for generation in data["generations"]:
+        generation.pop("seconds")
+        for individual in generation["individuals"]:
+            individual.pop("seconds_render")
+            individual.pop("seconds_loss")
+    return data

@@ -1,4 +1,3 @@
-import json
 import random
 import subprocess
 import sys
@@ -15,19 +14,9 @@ from lib_pinning.engine import LOSS_TIE, run_pinning
 from lib_pinning.objective import Objective
 from lib_pinning.observer import Observer
 from lib_pinning.record import read_record
-from report_support import SEARCH, SMALL, small_job
+from report_support import SEARCH, SMALL, StopAt, small_job, without_timings
 
 RUN = {**SMALL, **SEARCH}
-
-
-def without_timings(record):
-    data = json.loads(record.to_json())
-    for generation in data["generations"]:
-        generation.pop("seconds")
-        for individual in generation["individuals"]:
-            individual.pop("seconds_render")
-            individual.pop("seconds_loss")
-    return data
 
 
 def test_run_json_records_every_generation_and_the_best(tmp_path):
@@ -90,28 +79,11 @@ def test_a_run_leaves_global_rng_state_and_deap_creator_untouched(tmp_path):
     assert set(vars(creator)) == names
 
 
-class Interrupting:
-    """Renders normally, then raises `exception` during render call `at`."""
-
-    def __init__(self, exception, at=3):
-        self.exception, self.at, self.calls = exception, at, 0
-
-    def __call__(self, renderer):
-        self.renderer, self.seeds = renderer, renderer.seeds
-        return self
-
-    def render(self, prompts):
-        self.calls += 1
-        if self.calls == self.at:
-            raise self.exception
-        return self.renderer.render(prompts)
-
-
 @pytest.mark.parametrize("exception, status, cause", [(KeyboardInterrupt(), "interrupted", "interrupt"),
                                                       (RuntimeError("CUDA out of memory"), "failed", "fault"),
                                                       (ValueError("a NaN image"), "failed", "fault")])
 def test_a_stopped_run_keeps_every_finished_generation_and_says_why(tmp_path, exception, status, cause):
-    job = small_job(wrap=Interrupting(exception), generations=5)
+    job = small_job(wrap=StopAt(3, exception), generations=5)
     job.run_dir = tmp_path
     result = run_pinning(job)  # never raises: the result says how the run ended
     record = read_record(tmp_path)
@@ -233,7 +205,7 @@ def test_exit_codes_follow_how_the_run_ended_not_the_exception(tmp_path, capsys,
     err = capsys.readouterr().err
     assert code == 1 and "error: the run failed: ValueError: the loss is nan" in err
     assert read_record(tmp_path / "failed").ending.cause == "fault"
-    monkeypatch.setattr(embedded_run, "EmbeddedRenderer", lambda *a, **k: Interrupting(KeyboardInterrupt(), 2)(
+    monkeypatch.setattr(embedded_run, "EmbeddedRenderer", lambda *a, **k: StopAt(2)(
         EmbeddedRenderer(*a, **k)))
     assert main(ARGV + ["--out", str(tmp_path / "interrupted")]) == 130
     assert read_record(tmp_path / "interrupted").status == "interrupted"

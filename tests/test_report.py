@@ -21,7 +21,7 @@ from lib_pinning.report import ReportRecorder, files, html, run_figures, worker
 from lib_pinning.report.context import gene_labels
 from lib_pinning.report.figures import generation_figure, png
 from lib_pinning.report.images import FRAME_MILLISECONDS, THUMBNAIL_HEIGHT, gif_bytes
-from report_support import HOSTILE, shared_small_run, small_job, small_run, synthetic_record
+from report_support import HOSTILE, StopAt, shared_small_run, small_job, small_run, synthetic_record
 
 # What a rebuild reads rather than writes (the best/ images it writes again, from the best individual's).
 SOURCES = re.compile(r"run\.json|targets/.*|(baseline|\d{8}/[^/]+)/seed-\d+\.png")
@@ -238,28 +238,11 @@ def test_best_images_are_the_best_individuals(run):
         assert (run_dir / files.BEST / f"seed-{seed}.png").read_bytes() == (source / f"seed-{seed}.png").read_bytes()
 
 
-class InterruptingRenderer:
-    """Renders normally, then behaves like Ctrl-C during render call number `at`."""
-
-    def __init__(self, at):
-        self.at, self.calls = at, 0
-
-    def __call__(self, renderer):
-        self.renderer, self.seeds = renderer, renderer.seeds
-        return self
-
-    def render(self, prompts):
-        self.calls += 1
-        if self.calls == self.at:
-            raise KeyboardInterrupt
-        return self.renderer.render(prompts)
-
-
 @pytest.fixture(scope="module")
 def interrupted(tmp_path_factory):
     """A run stopped like Ctrl-C in its third generation: two generations recorded."""
     run_dir = tmp_path_factory.mktemp("interrupted")
-    job = small_job("a red circle", "dark", seeds=(0, 1, 2), wrap=InterruptingRenderer(at=4), run_dir=run_dir,
+    job = small_job("a red circle", "dark", seeds=(0, 1, 2), wrap=StopAt(4), run_dir=run_dir,
                     generations=5)
     assert run_pinning(job).status == "interrupted"
     return run_dir

@@ -1,7 +1,6 @@
 """Resume: a run interrupted, failed or finished goes on exactly as it would have, or is refused before anything
 is written when its inputs differ."""
 
-import json
 import shutil
 
 import pytest
@@ -14,20 +13,10 @@ from lib_pinning.errors import InputError
 from lib_pinning.job import resume_differences
 from lib_pinning.record import read_record
 from lib_pinning.report import ReportRecorder, files
-from report_support import SEARCH, SMALL, small_job
+from report_support import SEARCH, SMALL, StopAt, small_job
+from report_support import without_timings as comparable
 
 RUN = {**SMALL, **SEARCH, "generations": 5}
-
-
-def comparable(record) -> dict:
-    """The record without what legitimately differs between two runs: timings."""
-    data = json.loads(record.to_json())
-    for generation in data["generations"]:
-        generation.pop("seconds")
-        for individual in generation["individuals"]:
-            individual.pop("seconds_render")
-            individual.pop("seconds_loss")
-    return data
 
 
 @pytest.fixture(scope="module")
@@ -36,23 +25,6 @@ def uninterrupted(tmp_path_factory):
     result = pin("a red circle, blue sky", "dark", out=folder, **RUN)
     assert result.status == "done"
     return comparable(read_record(folder))
-
-
-class StopAt:
-    """Renders normally, then raises `exception` at render call `at` (1: the baseline)."""
-
-    def __init__(self, at, exception):
-        self.at, self.exception, self.calls = at, exception, 0
-
-    def __call__(self, renderer):
-        self.renderer, self.seeds = renderer, renderer.seeds
-        return self
-
-    def render(self, prompts):
-        self.calls += 1
-        if self.calls == self.at:
-            raise self.exception
-        return self.renderer.render(prompts)
 
 
 def interrupted_run(folder, at, exception=KeyboardInterrupt()):
