@@ -23,23 +23,20 @@ from pathlib import Path
 
 from benchlib import append_section, machine
 
-from lib_pinning.cli import DEMO_NEGATIVE, DEMO_PROMPT, demo_target  # noqa: E402
-from lib_pinning.embedded import EmbeddedModel, EmbeddedRenderer  # noqa: E402
-from lib_pinning.engine import PinningJob, run_pinning  # noqa: E402
-from lib_pinning.genome import build_genome  # noqa: E402
-from lib_pinning.objective import Objective  # noqa: E402
-from lib_pinning.recorder import Recorder  # noqa: E402
+from lib_pinning.embedded import EmbeddedModel  # noqa: E402
+from lib_pinning.embedded_run import DEMO_NEGATIVE, DEMO_PROMPT, demo_target, pin  # noqa: E402
+from lib_pinning.observer import Observer  # noqa: E402
 from lib_pinning.report import ReportRecorder, rebuild_report  # noqa: E402
-from lib_pinning.search import SearchOptions  # noqa: E402
 
 DEMO_SETTINGS = dict(steps=10, sampler="DPM++ 2M", schedule="Karras", cfg_scale=1.5)  # cli.pin's defaults
 BATCH = 8
 
 
-class TimedRecorder(Recorder):
-    """Passes every event on and adds up the time the hooks take on the search's thread."""
+class TimedRecorder(Observer):
+    """Passes every event on to the report's recorder (or none) and adds up the time its hooks take on the
+    search's thread."""
 
-    def __init__(self, inner: Recorder):
+    def __init__(self, inner: Observer):
         self.inner, self.hooks, self.finish = inner, 0.0, 0.0
 
     def _timed(self, hook, *args) -> float:
@@ -47,17 +44,20 @@ class TimedRecorder(Recorder):
         hook(*args)
         return time.perf_counter() - started
 
-    def on_start(self, record):
-        self.hooks += self._timed(self.inner.on_start, record)
+    def on_start(self, record, planned):
+        self.hooks += self._timed(self.inner.on_start, record, planned)
 
-    def on_baseline(self, record, images, targets):
-        self.hooks += self._timed(self.inner.on_baseline, record, images, targets)
+    def on_baseline(self, record, rendered, targets):
+        self.hooks += self._timed(self.inner.on_baseline, record, rendered, targets)
 
-    def on_generation(self, record, generation, images):
-        self.hooks += self._timed(self.inner.on_generation, record, generation, images)
+    def on_best(self, record, rendered):
+        self.hooks += self._timed(self.inner.on_best, record, rendered)
 
-    def on_finish(self, record, best_images):
-        self.finish += self._timed(self.inner.on_finish, record, best_images)
+    def on_generation(self, record, generation, rendered):
+        self.hooks += self._timed(self.inner.on_generation, record, generation, rendered)
+
+    def on_finish(self, record, best):
+        self.finish += self._timed(self.inner.on_finish, record, best)
 
 
 @dataclass
@@ -77,22 +77,20 @@ class Measurement:
 
 def measure(model: EmbeddedModel, generations: int, report: bool) -> Measurement:
     target = model.prototypes[demo_target(model, DEMO_PROMPT)][None]
-    renderer = EmbeddedRenderer(model, list(range(BATCH)), **DEMO_SETTINGS)
     with tempfile.TemporaryDirectory() as folder:
-        recorder = TimedRecorder(ReportRecorder(folder) if report else Recorder())
-        job = PinningJob(build_genome(DEMO_PROMPT, DEMO_NEGATIVE), renderer, Objective(target),
-                         SearchOptions(generations=generations, log=False), Path(folder),
-                         {**DEMO_SETTINGS, "size": model.prototypes.shape[-1]}, progress=False, recorder=recorder)
+        recorder = TimedRecorder(ReportRecorder(folder) if report else Observer())
         started, cpu = time.perf_counter(), time.process_time()
-        record = run_pinning(job).record
+        # The report's recorder is the timed one, not pin()'s own.
+        record = pin(DEMO_PROMPT, DEMO_NEGATIVE, out=folder, report=False, target_images=target.cpu(), batch=BATCH,
+                     generations=generations, log=False, progress=False, observers=[recorder], **DEMO_SETTINGS).record
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu
         started = time.perf_counter()
         if report:
             rebuild_report(folder)
         rebuild = time.perf_counter() - started
-    individuals = [i for generation in record["generations"] for i in generation["individuals"]]
-    return Measurement(len(individuals), wall, sum(i["seconds_render"] for i in individuals),
-                       sum(i["seconds_loss"] for i in individuals), recorder.hooks, recorder.finish, cpu, rebuild)
+    individuals = [i for generation in record.generations for i in generation.individuals]
+    return Measurement(len(individuals), wall, sum(i.seconds_render for i in individuals),
+                       sum(i.seconds_loss for i in individuals), recorder.hooks, recorder.finish, cpu, rebuild)
 
 
 def median_ms(measurements: list[Measurement], part) -> float:

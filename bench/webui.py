@@ -24,7 +24,7 @@ from datetime import date
 from benchlib import append_section, cpu_model
 
 from lib_pinning.hyperbatch import schedule  # noqa: E402
-from lib_pinning.webui.controls import script_args  # noqa: E402
+from lib_pinning.webui.script_args import positional  # noqa: E402
 
 SIZE = 64
 PAIRS = [("DPM++ 2M", "DPM++ 2M Hyperbatch"), ("Euler a", "Euler a Hyperbatch")]
@@ -67,7 +67,7 @@ def hyperbatch_part(url: str, batch: int, steps: int, repeats: int) -> str:
 
 
 def overhead_part(url: str, batch: int, steps: int, generations: int, lambda_: int) -> str:
-    args = script_args(generations=generations, lambda_=lambda_, log=False, cma_seed=1)
+    args = positional(generations=generations, lambda_=lambda_, log=False, cma_seed=1)
     payload = {"prompt": "a red cube on a wooden table, studio light", "negative_prompt": "blurry",
                "width": SIZE, "height": SIZE, "steps": steps, "sampler_name": "DPM++ 2M", "batch_size": batch,
                "seed": 1, "cfg_scale": 7, "script_name": "Prompt pinning", "script_args": args}

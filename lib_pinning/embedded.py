@@ -17,6 +17,7 @@ import torch
 
 from .emphasis import parse_attention
 from .noise import SeededNoise
+from .rendering import Rendered
 from .samplers import sample, sampler_spec, sigmas
 from .words import split_words
 
@@ -172,7 +173,7 @@ class EmbeddedRenderer:
     def batch_size(self) -> int:
         return len(self.seeds)
 
-    def render(self, prompts: Sequence[tuple[str, str]]) -> list[torch.Tensor]:
+    def render(self, prompts: Sequence[tuple[str, str]]) -> list[Rendered]:
         """For each (positive, negative) prompt, its (B, 3, H, W) images in [0, 1]."""
         if not prompts:
             return []
@@ -186,4 +187,4 @@ class EmbeddedRenderer:
             latents = sample(self.spec, self.model.denoiser, noise, self.sigma_schedule, extra_args,
                              groups=len(prompts), fork_strength=self.fork_strength)
         images = ((latents + 1) / 2).clamp(0, 1)
-        return list(images.split(batch))
+        return [Rendered(batch_images) for batch_images in images.split(batch)]

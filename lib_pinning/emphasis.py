@@ -14,8 +14,10 @@ import re
 from dataclasses import dataclass, replace
 from typing import Sequence, Union
 
+from .errors import InputError
 
-class PromptError(ValueError):
+
+class PromptError(InputError):
     """A prompt that cannot be pinned (no words, or a weight A1111 itself cannot read)."""
 
 

@@ -1,146 +1,169 @@
-"""The pinning loop: search proposes gene vectors, the renderer draws them, the objective scores them.
+"""The pinning loop: the search proposes gene vectors, the renderer draws them, the objective scores them.
 
-The engine knows neither the WebUI nor CMA-ES internals: it talks to a `Renderer` (prompts -> images with the
-run's fixed seeds), an `Objective` and a `Search`, and writes run.json after every generation.
+The engine knows neither the WebUI nor the report: a `Job` (lib_pinning.job builds it) brings the genome, the
+renderer, the objective, the search, the record's header and the observers. The engine writes run.json after
+every generation, with the search's and its own whole state, and ends the run in exactly one status with a typed
+cause (lib_pinning.record.CAUSES): it never raises for what happens during the run; the result says how it ended,
+with the exception of a fault.
+
+Resuming (`run_pinning(job, resume=record)`) continues a run from its last saved state: it renders the
+unperturbed prompt again (its targets, and a check that the renderer still gives the run's images) and the best
+individual (its images), restores the search, and goes on as the run would have; the finished record equals the
+uninterrupted run's, timings aside.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import hashlib
+import logging
 import math
-import shutil
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from tqdm.auto import tqdm
 
-from .genome import Genome
-from .objective import Objective
-from .recorder import Recorder, RecordingError
-from .report import ReportRecorder
-from .runfile import FORMAT_VERSION, RUN_FILE, write_json_atomic
-from .search import Candidate, Search, SearchOptions
+from .errors import InputError
+from .interrupts import Interrupted, deferred
+from .observer import ObserverError
+from .record import (BASELINE_FOLDER, RUN_FILE, Baseline, Best, CmaState, Generation, Individual, RunRecord,
+                     individual_folder)
+from .rendering import Rendered, RunStopped
+from .runfile import write_bytes_atomic
 
+if TYPE_CHECKING:
+    from .job import Job
+
+log = logging.getLogger(__name__)
 
 # Losses closer than this are the same picture to FLIP: the best individual is then the one nearest the prompt.
 LOSS_TIE = 1e-3
 
 
-class Renderer(Protocol):
-    seeds: list[int]
-
-    def render(self, prompts: Sequence[tuple[str, str]]) -> list[torch.Tensor]:
-        """For each (positive, negative) prompt, its (B, 3, H, W) images in [0, 1], one per seed."""
-
-
-class RunStopped(Exception):
-    """Raised by a `should_stop` check or a renderer to end the run early, keeping finished generations."""
-
-
 @dataclass
 class RunResult:
-    status: str
-    record: dict
-    best_images: torch.Tensor | None = None
+    record: RunRecord
+    best: Rendered | None = None       # the best individual's batch, with its renderer's payload
     run_dir: Path | None = None
+    error: BaseException | None = None  # the fault that ended a failed run, for callers that map it
+
+    @property
+    def status(self) -> str:
+        return self.record.status
 
 
-@dataclass
-class PinningJob:
-    genome: Genome
-    renderer: Renderer
-    objective: Objective
-    search_options: SearchOptions = field(default_factory=SearchOptions)
-    run_dir: Path | None = None
-    options_record: dict = field(default_factory=dict)  # everything else the user chose, for run.json
-    should_stop: Callable[[], bool] = lambda: False
-    progress: bool = True
-    recorder: Recorder | None = None  # default: ReportRecorder when there is a run folder
-    on_best: Callable[[dict, torch.Tensor], None] | None = None  # called with record["best"] and its images
+class _RecordNotSaved(Exception):
+    """run.json could not be written (a full disk): the run ends with cause "record"."""
 
 
-def prepare_run_dir(run_dir: Path) -> None:
-    """Create the run folder; an earlier run in it (it has a run.json) is replaced, anything else refused."""
-    run_dir = Path(run_dir)
-    if run_dir.exists():
-        if not run_dir.is_dir():
-            raise ValueError(f"output {str(run_dir)!r} exists and is not a folder")
-        entries = list(run_dir.iterdir())
-        if entries and not (run_dir / RUN_FILE).exists():
-            raise ValueError(f"output folder {str(run_dir)!r} is not empty and holds no earlier run: "
-                             "choose another --out")
-        for entry in entries:
-            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-    run_dir.mkdir(parents=True, exist_ok=True)
+class ResumeRefused(InputError):
+    """The run to resume cannot go on with this job: its targets or its renders differ. Nothing was written."""
+
+
+def tensor_hash(images) -> list[str]:
+    """SHA-256 of each image's float32 values: the same targets give the same hashes on any machine."""
+    return [hashlib.sha256(image.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()
+            for image in images]
 
 
 class PinningRun:
-    def __init__(self, job: PinningJob):
+    def __init__(self, job: Job, resume: RunRecord | None = None):
         self.job = job
-        self.genome = job.genome
-        self.search = Search(len(job.genome), job.search_options)
-        self.record = {
-            "version": FORMAT_VERSION,
-            "options": {**job.options_record, "search": dataclasses.asdict(self.search.options),
-                        "seeds": list(job.renderer.seeds), "loss_mode": job.objective.mode},
-            "genome": {"words": job.genome.words, "negative_words": job.genome.negative_words,
-                       "base_weights": job.genome.base_weights(),
-                       "frozen": list(job.genome.frozen)},
-            "generations": [],
-            "baseline": None,
-            "best": None,
-            "status": "running",
-        }
-        self.best_images: torch.Tensor | None = None
+        self.record = job.record
+        self.search = job.search
+        self.resume = resume
+        self.best: Rendered | None = None
+        self.error: BaseException | None = None
         self._lowest_loss = math.inf
         self._best_distance = math.inf
-        self._progress = None
-        if job.recorder is not None:
-            self.recorder = job.recorder
-        else:
-            self.recorder = ReportRecorder(job.run_dir) if job.run_dir is not None else Recorder()
 
     # -- bookkeeping -------------------------------------------------------------------------------------
     def _save(self) -> None:
-        if self.job.run_dir is not None:
-            write_json_atomic(Path(self.job.run_dir) / RUN_FILE, self.record)
+        if self.job.run_dir is None:
+            return
+        try:
+            write_bytes_atomic(Path(self.job.run_dir) / RUN_FILE, self.record.to_json().encode("utf-8"))
+        except OSError as error:
+            raise _RecordNotSaved(f"could not write {RUN_FILE}: {error}") from error
 
-    def _log(self, message: str) -> None:
-        (self._progress.write if self._progress is not None else print)(message)
+    def _notify(self, hook: str, *args) -> None:
+        for observer in self.job.observers:
+            getattr(observer, hook)(self.record, *args)
 
     # -- the loop ----------------------------------------------------------------------------------------
-    def _evaluate(self, weights_list: Sequence) -> tuple[list[tuple[str, str]], list[torch.Tensor], list, float]:
-        prompts = [self.genome.prompt(weights) for weights in weights_list]
+    def _render(self, weights_list: Sequence) -> tuple[list[tuple[str, str]], list[Rendered], float]:
+        prompts = [self.job.genome.prompt(weights) for weights in weights_list]
         started = time.perf_counter()
-        images = self.job.renderer.render(prompts)
-        seconds_render = (time.perf_counter() - started) / max(len(prompts), 1)
-        scores = []
-        for batch in images:
-            started = time.perf_counter()
-            scores.append((self.job.objective.score(batch), time.perf_counter() - started))
-        return prompts, images, scores, seconds_render
+        rendered = self.job.renderer.render(prompts)
+        if len(rendered) != len(prompts):
+            raise RuntimeError(f"the renderer returned {len(rendered)} batches for {len(prompts)} prompts")
+        return prompts, rendered, (time.perf_counter() - started) / max(len(prompts), 1)
+
+    def _render_baseline(self) -> tuple[tuple[str, str], Rendered, list[str]]:
+        """The unperturbed prompt's batch, with the targets brought to its size (or made from it)."""
+        zeros = [0.0] * len(self.job.genome)
+        (prompt,), (rendered,), _ = self._render([zeros])
+        objective = self.job.objective
+        notices = objective.prepare_targets(tuple(rendered.images.shape[-2:]))
+        if objective.needs_targets:
+            objective.set_targets(rendered.images)
+            log.info("no target images: the unperturbed prompt's first batch is the target")
+        return prompt, rendered, notices
 
     def _baseline(self) -> None:
-        zeros = [0.0] * len(self.genome)
-        prompt = self.genome.prompt(zeros)
-        baseline_images = self.job.renderer.render([prompt])[0]
-        if self.job.objective.targets is None and self.job.objective.mode != "consistency":
-            self.job.objective.set_targets(baseline_images)
-            self._log("no target images: the unperturbed prompt's first batch is the target")
-        score = self.job.objective.score(baseline_images)
-        self.record["baseline"] = {"loss": score.loss, "prompt": prompt[0], "negative_prompt": prompt[1],
-                                   "pairs": score.pairs, "pair_losses": score.pair_losses,
-                                   "image_losses": score.image_losses}  # pairs: the same for every individual
-        self._update_best(score.loss, prompt, zeros, -1, baseline_images)
-        self.recorder.on_baseline(self.record, baseline_images, self.job.objective.targets)
+        prompt, rendered, notices = self._render_baseline()
+        for notice in notices:
+            self._notice(notice)
+        objective = self.job.objective
+        self.record.objective.target_hashes = tensor_hash(objective.targets) if objective.targets is not None else []
+        score = objective.score(rendered.images)
+        with deferred():  # in the record only with its images queued
+            self.record.baseline = Baseline(score.loss, prompt[0], prompt[1], score.image_losses, score.pair_losses)
+            self._notify("on_baseline", rendered, objective.targets)
+            self._update_best(score.loss, prompt, [0.0] * len(self.job.genome), -1, None, BASELINE_FOLDER,
+                              rendered)
 
-    def _update_best(self, loss: float, prompt: tuple[str, str], weights, generation: int,
-                     images: torch.Tensor) -> None:
+    def _restore(self) -> None:
+        """Take up the run of `self.resume`: its record, its search, its best images; nothing is written here.
+
+        Raises ResumeRefused when the targets or the renders differ from the run's.
+        """
+        stored, objective = self.resume, self.job.objective
+        if stored.state is None or stored.baseline is None or stored.best is None:
+            raise ResumeRefused("the run cannot be resumed: it ended before its first batch was scored (start it "
+                                "again instead)")
+        prompt, rendered, _ = self._render_baseline()
+        hashes = tensor_hash(objective.targets) if objective.targets is not None else []
+        if hashes != stored.objective.target_hashes:
+            what = "its targets" if stored.objective.target_source == "given" else "the unperturbed prompt's images"
+            raise ResumeRefused(f"the run cannot be resumed: {what} differ from the run's (another image, model, "
+                                "device or settings)")
+        record = self.record
+        record.objective.target_hashes = hashes
+        record.notices, record.baseline, record.best = stored.notices, stored.baseline, stored.best
+        record.generations = stored.generations
+        self.search.restore(stored.state["search"])
+        engine = stored.state["engine"]
+        self._lowest_loss, self._best_distance = engine["lowest_loss"], engine["best_distance"]
+        self._keep_state()
+        best = record.best
+        self.best = rendered if best.generation < 0 else self._render([best.weights])[1][0]
+        self._resumed_baseline = rendered
+
+    def _keep_state(self) -> None:
+        """The state a resume starts from: taken only where a generation (or the baseline) has just finished, so
+        that a run stopped inside a generation is resumed from before it."""
+        self.record.state = {"search": self.search.snapshot(),
+                             "engine": {"lowest_loss": self._lowest_loss, "best_distance": self._best_distance}}
+
+    def _notice(self, notice: str) -> None:
+        self.record.notices.append(notice)
+        log.warning("notice: %s", notice)
+
+    def _update_best(self, loss: float, prompt: tuple[str, str], weights, generation: int, id: str | None,
+                     folder: str, rendered: Rendered) -> None:
         """Keep the individual closest to the user's prompt among those within LOSS_TIE of the lowest loss.
 
         Once every seed shows the target, the loss is flat up to noise and CMA-ES wanders; the lowest loss by a
@@ -148,95 +171,122 @@ class PinningRun:
         """
         self._lowest_loss = min(self._lowest_loss, loss)
         distance = float(np.linalg.norm(weights))
-        best = self.record["best"]
-        best_is_stale = best is None or best["loss"] > self._lowest_loss + LOSS_TIE
+        best = self.record.best
+        best_is_stale = best is None or best.loss > self._lowest_loss + LOSS_TIE
         if best_is_stale or (loss <= self._lowest_loss + LOSS_TIE and distance < self._best_distance):
-            self.record["best"] = {"loss": loss, "prompt": prompt[0], "negative_prompt": prompt[1],
-                                   "weights": [float(w) for w in weights], "generation": generation}
-            self.best_images = images
+            self.record.best = Best(loss, prompt[0], prompt[1], [float(w) for w in weights], generation, id, folder)
+            self.best = rendered
             self._best_distance = distance
-            if self.job.on_best is not None:
-                self.job.on_best(self.record["best"], images)
+            self._notify("on_best", rendered)
 
     def _generation(self) -> None:
         started = time.perf_counter()
         index = self.search.generation
-        candidates: list[Candidate] = self.search.ask()
-        prompts, images, scores, seconds_render = self._evaluate([c.rendered for c in candidates])
+        candidates = self.search.ask()
+        prompts, rendered, seconds_render = self._render([c.rendered for c in candidates])
         individuals = []
-        for number, (candidate, prompt, batch, (score, seconds_loss)) in enumerate(
-                zip(candidates, prompts, images, scores)):
-            individuals.append({"id": f"{index:04d}-{number:03d}", "weights": candidate.rendered.tolist(),
-                                "loss": score.loss, "prompt": prompt[0], "negative_prompt": prompt[1],
-                                "seconds_render": seconds_render, "seconds_loss": seconds_loss,
-                                "image_losses": score.image_losses, "pair_losses": score.pair_losses})
-            self._update_best(score.loss, prompt, candidate.rendered, index, batch)
-        losses = [score.loss for score, _ in scores]
-        self.search.tell(candidates, losses)
-        generation = {"index": index, "evaluations": len(candidates), "best_loss": min(losses),
-                      "mean_loss": sum(losses) / len(losses), "sigma": self.search.sigma,
-                      "cma": self.search.state(), "individuals": individuals}
-        self.record["generations"].append(generation)
-        self._save()
-        self.recorder.on_generation(self.record, generation, images)
+        for number, (candidate, prompt, batch) in enumerate(zip(candidates, prompts, rendered)):
+            scoring = time.perf_counter()
+            score = self.job.objective.score(batch.images)
+            if not math.isfinite(score.loss):
+                raise FloatingPointError(f"the loss of individual {index:04d}-{number:03d} is {score.loss}: the "
+                                         "objective cannot rank it")
+            identifier = f"{index:04d}-{number:03d}"
+            folder = individual_folder(index, identifier)
+            individuals.append(Individual(identifier, folder, candidate.rendered.tolist(), score.loss, prompt[0],
+                                          prompt[1], score.image_losses, score.pair_losses, seconds_render,
+                                          time.perf_counter() - scoring))
+        losses = [individual.loss for individual in individuals]
+        self.search.tell(candidates, losses)  # refuses a loss that is not finite
+        state = CmaState(**self.search.state())
+        if not all(math.isfinite(value) for value in (state.sigma, state.axis_ratio, *state.centroid, *state.stds)):
+            raise FloatingPointError(f"the CMA-ES state is no longer finite after generation {index} (sigma "
+                                     f"{state.sigma}): its learning rates or covariance cannot work together")
+        generation = Generation(index, len(candidates), min(losses), sum(losses) / len(losses), self.search.sigma,
+                                state, individuals)
+        # The best changes only with a whole generation: a run that ends inside one (a fault, Ctrl-C) keeps a best
+        # from the generations its record holds. A generation enters the record only with its images queued.
+        with deferred():
+            for candidate, individual, batch in zip(candidates, individuals, rendered):
+                self._update_best(individual.loss, (individual.prompt, individual.negative_prompt),
+                                  candidate.rendered, index, individual.id, individual.folder, batch)
+            self.record.generations.append(generation)
+            self._keep_state()
+            self._save()
+            self._notify("on_generation", generation, rendered)
         # Wall time of the whole generation, bookkeeping included (in run.json from the next save on).
-        generation["seconds"] = time.perf_counter() - started
-        if self._progress is not None:
-            self._progress.update(len(candidates))
-            self._progress.set_postfix(best=f"{self.record['best']['loss']:.4f}")
+        generation.seconds = time.perf_counter() - started
 
     def run(self) -> RunResult:
-        options = self.search.options
-        total = options.generations * options.lambda_
-        self._progress = tqdm(total=total, unit="eval", desc="pinning", disable=not self.job.progress,
-                              dynamic_ncols=True)
-        if options.log:
-            self.search.log_writer = self._log
+        """Run (or resume) the job to its end. Raises only ResumeRefused, before anything was written."""
+        if self.resume is not None:
+            self._restore()
         try:
             self._save()
-            self.recorder.on_start(self.record)
-            self._baseline()
-            self._save()
+            self._notify("on_start", 1 + self.search.budget)
+            if self.resume is None:
+                self._baseline()
+                self._keep_state()
+                self._save()
+            else:
+                self._notify("on_baseline", self._resumed_baseline, self.job.objective.targets)
+                self._notify("on_best", self.best)
             while not self.search.done:
                 if self.job.should_stop():
                     raise RunStopped()
                 self._generation()
-            self.record["status"] = "done"
-        except (KeyboardInterrupt, RunStopped):
-            self.record["status"] = "interrupted"
-            self.record["message"] = f"stopped after {len(self.record['generations'])} finished generations"
-        except Exception as error:  # recorded, then re-raised for the caller to report
-            self.record["status"] = "failed"
-            self.record["message"] = f"{type(error).__name__}: {error}"
-            self._finish()
-            raise
+            self.record.end(self.search.stop, self._stop_message())
+        except (KeyboardInterrupt, RunStopped) as stop:
+            cause = stop.cause if isinstance(stop, Interrupted) else "interrupt"
+            self.record.end(cause, f"stopped after {len(self.record.generations)} finished generations")
+        except _RecordNotSaved as error:
+            self.error = error.__cause__
+            self.record.end("record", str(error))
+        except Exception as error:  # a fault of the run: recorded, and kept for the caller
+            self.error = error
+            self.record.end("fault", f"{type(error).__name__}: {error}")
         self._finish()
-        return RunResult(self.record["status"], self.record, self.best_images, self.job.run_dir)
+        return RunResult(self.record, self.best, self.job.run_dir, self.error)
+
+    def _stop_message(self) -> str:
+        options, search = self.search.options, self.search
+        ran = f"after {search.generation} generations, {search.evaluations} evaluations"
+        restarts = f" and {search.restarts} restarts" if search.restarts else ""
+        return {"generations": f"the budget of {search.budget} evaluations is spent ({ran})",
+                "target": f"the best loss reached {options.target_loss} ({ran})",
+                "stagnation": f"the best loss improved by no more than {options.tolerance} in {options.patience} "
+                              f"generations{restarts} ({ran})",
+                "flat": f"{options.patience} generations in a row had every loss within {options.tolerance}{restarts} "
+                        f"({ran})"}[search.stop]
 
     def _finish(self) -> None:
-        """Save run.json and let the recorder finish; each is tried even when the other fails."""
-        self._progress.close()
-        self._progress = None
+        """Save run.json and let every observer finish; each is tried even when another fails."""
+        for observer in self.job.observers:
+            observer.on_end(self.record)
         self._try_save()
-        if self.job.progress and self.job.run_dir is not None:
-            print(f"writing the report in {self.job.run_dir} …", flush=True)  # it may still be catching up
-        try:
-            self.recorder.on_finish(self.record, self.best_images)  # also stops the report's writer thread
-        except (RecordingError, OSError) as error:  # the search's results are intact, the report is not
-            self._fail_record(str(error))
-            self._try_save()
+        for observer in self.job.observers:
+            try:
+                observer.on_finish(self.record, self.best)
+            except (ObserverError, OSError) as error:  # the search's results are intact, the report is not
+                self._fail("report", str(error))
+                self._try_save()
 
     def _try_save(self) -> None:
         try:
             self._save()
-        except (OSError, ValueError, TypeError) as error:  # e.g. a full disk: the record is still returned
-            self._fail_record(f"could not write {RUN_FILE}: {error}")
-            print(f"error: could not write {RUN_FILE}: {error}")
+        except (_RecordNotSaved, ValueError) as error:  # e.g. a full disk: the record is still returned
+            self._fail("record", str(error))
+            log.error("error: %s", error)
 
-    def _fail_record(self, message: str) -> None:
-        self.record["status"] = "failed"
-        self.record["message"] = "; ".join(filter(None, [self.record.get("message"), message]))
+    def _fail(self, cause: str, message: str) -> None:
+        """A later failure: a run that was not failed yet takes its cause; the messages add up."""
+        ending = self.record.ending
+        if self.record.status != "failed" or ending is None:
+            self.record.end(cause, "; ".join(filter(None, [ending and ending.message, message])))
+        elif message not in ending.message:
+            ending.message = f"{ending.message}; {message}"
 
 
-def run_pinning(job: PinningJob) -> RunResult:
-    return PinningRun(job).run()
+def run_pinning(job: Job, resume: RunRecord | None = None) -> RunResult:
+    """Run `job`, or with `resume` (the record of an earlier run of the same job) continue that run."""
+    return PinningRun(job, resume).run()

@@ -11,6 +11,7 @@ EXTRA_NETWORK = re.compile(r"<\w+:[^>]+>")
 AND = re.compile(r"\bAND\b")
 # A sub-prompt: its text, then optional whitespace, ":weight" and whitespace (A1111's re_weight).
 SUBPROMPT = re.compile(r"(.*?)\s*(?::\s*[-+]?(?:\d+\.?|\d*\.\d+))?\s*", re.S)
+_BREAK_WORD = re.compile(r"BREAK")
 # What may follow the last ":" of [a:b:n]: lark's SIGNED_NUMBER between optional whitespace.
 _WHEN = re.compile(r"\s*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*")
 
@@ -77,3 +78,31 @@ def _outermost(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
         if not kept or start >= kept[-1][1]:
             kept.append((start, end))
     return kept
+
+
+def glue_breaks(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Prompt-editing spans widened over each BREAK that touches them, so that the two stay one part.
+
+    A1111 resolves prompt editing first, and reads BREAK as a keyword only between word boundaries: in
+    `a BREAK[x::3]` it is text ("BREAKx") for three steps and a keyword after. Only the text as written keeps
+    both readings, so the BREAK and the construct pass through as one frozen part.
+    """
+    spans = sorted(spans)
+    while True:
+        for match in _BREAK_WORD.finditer(text):
+            start, end = match.span()
+            if any(a <= start < b for a, b in spans):
+                continue
+            before_ok = start == 0 or not _is_word_char(text[start - 1])
+            after_ok = end == len(text) or not _is_word_char(text[end])
+            touched = [(a, b) for a, b in spans if (a == end and before_ok) or (b == start and after_ok)]
+            if touched:
+                merged = (min(start, *(a for a, _ in touched)), max(end, *(b for _, b in touched)))
+                spans = sorted([span for span in spans if span not in touched] + [merged])
+                break
+        else:
+            return spans
+
+
+def _is_word_char(char: str) -> bool:
+    return bool(re.match(r"\w", char))

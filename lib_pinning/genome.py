@@ -18,23 +18,40 @@ tokens. Everything else passes through verbatim and is never evolved:
 the syntax above (a part inside emphasis is wrapped as `(part:m)` to keep it), words with a negative
 weight (|base + gene| would flip them) and words glued to a frozen part without whitespace (they may share
 CLIP units with its text). `Genome.frozen` lists them once, for a notice.
+
+Words the user leaves alone are not genes either, and not listed: words made only of punctuation and symbols
+(unless `punctuation=True`) and the words of `keep` (runs of words, matched case-insensitively wherever they
+occur in either prompt). A prompt side whose text holds both a `<` and an HTML entity (`&amp;`) is kept as
+written, with a note: CLIP's text cleaning (ftfy) decodes entities only in a fragment without a `<`, so how one
+word reads there depends on which others share its fragment.
+
+The pinned prompt writes a gene's word as `(word:w)`, w rounded to 4 decimals, and a word that is not a gene
+with its exact weight, `(word:w)`. A word of weight 1 that is not a gene, or whose gene leaves it at 1 at the
+written precision, is written bare, as the prompt wrote it. Bare text joins its neighbours, so bare words are
+used only once the genome's own reading of the prompt equals that of the fully parenthesized one (checked once
+per pattern of bare words, then cached); otherwise every word is parenthesized.
 """
 
 from __future__ import annotations
 
+import html
 import math
 import re
+import unicodedata
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Iterable, Sequence, Union
 
 from .emphasis import Frozen, PromptError, Run, Segment, emphasis_runs, merge_equal_weights
-from .frozen_syntax import AND, EXTRA_NETWORK, SUBPROMPT, construct_spans
+from .frozen_syntax import AND, EXTRA_NETWORK, SUBPROMPT, construct_spans, glue_breaks
 from .words import pieces, split_words
 
 POSITIVE = "positive"
 NEGATIVE = "negative"
 GRANULARITIES = ("word", "tag")
+_PUNCTUATION = ("P", "Sm", "Sk", "Sc")  # Unicode categories of punctuation and of maths, modifier, currency signs
+_HTML_ENTITY = re.compile(r"&#?[0-9A-Za-z]{1,24};")  # what ftfy.fix_text may decode (ftfy.chardata)
+MAX_WEIGHT = 1000.0  # beyond it conditioning overflows (1.1**1000 from nested brackets renders NaN)
 
 
 @dataclass(frozen=True)
@@ -61,6 +78,7 @@ class _Word:
     weight: float  # A1111 weight in the source prompt
     evolvable: bool
     gene: int | None = None
+    chosen: bool = False  # left alone by the user's choice (kept, or punctuation): not listed as frozen
 
 
 _Item = Union[str, _Word, Frozen]  # a str is spacing, written as is
@@ -94,7 +112,7 @@ def _networks(text: str) -> list[_Placed]:
 def _subprompt_items(body: str, start: int, end: int, embeddings: tuple[str, ...]) -> list[_Placed]:
     text = body[start : start + len(SUBPROMPT.fullmatch(body, start, end).group(1))]
     text_end = start + len(text)
-    placed = _emphasis_items(text, start, construct_spans(text), embeddings)
+    placed = _emphasis_items(text, start, glue_breaks(text, construct_spans(text)), embeddings)
     for match in _SPACE_OR_TEXT.finditer(body, text_end, end):  # the sub-prompt's weight and spacing
         item = match.group()
         placed.append((match.start(), 1, item if item.isspace() else Frozen(item)))
@@ -103,7 +121,7 @@ def _subprompt_items(body: str, start: int, end: int, embeddings: tuple[str, ...
 
 def _negative_layout(text: str, embeddings: tuple[str, ...]) -> list[_Item]:
     """Steps 3-4; extra networks are text there, kept whole like prompt editing."""
-    constructs = construct_spans(text)
+    constructs = glue_breaks(text, construct_spans(text))
     networks = [m.span() for m in EXTRA_NETWORK.finditer(text) if not _overlaps(m.span(), constructs)]
     placed = _emphasis_items(text, 0, sorted(constructs + networks), embeddings)
     return _in_order(_keywords_apart(_sorted(placed)))
@@ -192,9 +210,17 @@ def _lone_break(item: object) -> bool:
 
 
 def _finite(weight: float, text: str) -> float:
+    """A weight the run can write and render: finite and at most MAX_WEIGHT either way."""
     if not math.isfinite(weight):
-        raise PromptError(f"the emphasis weight of {text!r} is not a finite number ({weight})")
+        raise PromptError(f"the emphasis weight of {_shown(text)} is not a finite number ({weight})")
+    if abs(weight) > MAX_WEIGHT:
+        raise PromptError(f"the emphasis weight of {_shown(text)} is {weight:.4g}: at most {MAX_WEIGHT} either way "
+                          "can be pinned (nested brackets multiply: ten levels of ( ) give 2.59)")
     return weight
+
+
+def _shown(text: str) -> str:
+    return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
 def _settle_neighbours(placed: list[_Placed], fragment_ids: list[int]) -> list[_Placed]:
@@ -267,7 +293,8 @@ def _assign_genes(items: list[_Item], side: str, granularity: str, genes: list[G
             spaced = False
             if granularity == "word" or "," in item.text:
                 close_tag()
-        elif isinstance(item, Frozen) and item.text in ("AND", "BREAK"):
+        elif (isinstance(item, Frozen) and item.text in ("AND", "BREAK")) or (
+                isinstance(item, _Word) and "," in item.text):
             close_tag()
         spaced = spaced or (isinstance(item, str) and item.isspace())
         assigned.append(item)
@@ -290,11 +317,17 @@ class Genome:
         positive: tuple[_Item, ...],
         negative: tuple[_Item, ...],
         embeddings: tuple[str, ...] = (),
+        keep: tuple[str, ...] = (),
+        punctuation: bool = False,
+        notes: tuple[str, ...] = (),
     ):
         self.genes = genes
+        self.notes = notes  # why whole prompt sides are kept as written
         self.embeddings = embeddings
+        self.keep, self.punctuation = keep, punctuation  # what the words left alone were chosen by
         self._layouts = (positive, negative)
         self.frozen = tuple(dict.fromkeys(_frozen_text(item) for item in positive + negative if _frozen_text(item)))
+        self._bare_writing_reads_right: dict[tuple[bool, ...], bool] = {}
 
     @property
     def words(self) -> list[str]:
@@ -318,24 +351,75 @@ class Genome:
             raise ValueError(f"expected {len(self.genes)} gene values, got {len(values)}")
         if not all(math.isfinite(value) for value in values):
             raise ValueError("gene values must be finite numbers")
-        positive, negative = ("".join(_render(item, values) for item in layout) for layout in self._layouts)
-        return positive, negative
+        bare = tuple(_as_written(item, values) and item.weight == 1.0 for layout in self._layouts
+                     for item in layout if isinstance(item, _Word))
+        if not any(bare):
+            return self._write(values, ())
+        if bare not in self._bare_writing_reads_right:
+            self._bare_writing_reads_right[bare] = _reading(*self._write(values, bare)) == _reading(
+                *self._write(values, ()))
+        return self._write(values, bare if self._bare_writing_reads_right[bare] else ())
+
+    def _write(self, values: list[float], bare: tuple[bool, ...]) -> tuple[str, str]:
+        """(positive, negative) text; word k is written bare when bare[k] (an empty tuple: none is)."""
+        flags = iter(bare)
+        written = []
+        for layout in self._layouts:
+            parts = [(item, _render(item, values, bool(next(flags, False)) if isinstance(item, _Word) else False))
+                     for item in layout]
+            written.append(_join(parts))
+        return written[0], written[1]
 
 
 def _frozen_text(item: _Item) -> str:
-    if isinstance(item, Frozen) or (isinstance(item, _Word) and not item.evolvable):
+    if isinstance(item, Frozen) or (isinstance(item, _Word) and not item.evolvable and not item.chosen):
         return item.text.strip()
     return ""
 
 
-def _render(item: _Item, values: list[float]) -> str:
+def _as_written(word: _Word, values: list[float]) -> bool:
+    """Not a gene, or a gene whose weight is the word's own weight at the written precision."""
+    return word.gene is None or _rounded(abs(word.weight + values[word.gene])) == _rounded(word.weight)
+
+
+def _render(item: _Item, values: list[float], bare: bool = False) -> str:
     if isinstance(item, str):
         return item
     if isinstance(item, Frozen):
         return item.text if item.multiplier in (None, 1.0) else f"({item.text}:{_exact(item.multiplier)})"
+    if bare:
+        return _escape(item.text)
     if item.gene is None:  # not evolved: its exact source weight
         return f"({_escape(item.text)}:{_exact(item.weight)})"
     return f"({_escape(item.text)}:{_rounded(abs(item.weight + values[item.gene]))})"
+
+
+def _join(parts: list[tuple[_Item, str]]) -> str:
+    """The written parts in order, kept apart where joining them would read differently.
+
+    A lone backslash (which A1111 drops) keeps a `<` off a word character after it, where joined bare words would
+    otherwise spell an extra network `<name:...>`. A BREAK keyword gets spaces (which A1111's BREAK swallows)
+    where it touches other text: in the source a lone backslash or a prompt-editing bracket may have ended the
+    text before it, and glued to a word character it would read as text.
+    """
+    text = ""
+    keyword_before = False
+    for item, part in parts:
+        keyword = _is_keyword(item) and item.text == "BREAK"
+        if text.endswith("<") and (part[:1].isalnum() or part[:1] == "_"):
+            text += "\\"
+        if text and part and ((keyword and not text[-1].isspace()) or (keyword_before and not part[0].isspace())):
+            text += " "
+        text += part
+        keyword_before = keyword
+    return text
+
+
+def _reading(positive: str, negative: str) -> list[tuple]:
+    """How the genome reads a written prompt pair: every word with its weight and every frozen part, in order."""
+    layouts = (_positive_layout(positive, ()), _negative_layout(negative, ()))
+    return [(side, type(item).__name__, item.text.strip(), getattr(item, "weight", getattr(item, "multiplier", None)))
+            for side, layout in enumerate(layouts) for item in layout if not isinstance(item, str)]
 
 
 def _escape(word: str) -> str:
@@ -360,28 +444,84 @@ def _exact(weight: float) -> str:
 
 
 def build_genome(
-    prompt: str, negative_prompt: str = "", granularity: str = "word", embeddings: Iterable[str] = ()
+    prompt: str, negative_prompt: str = "", granularity: str = "word", embeddings: Iterable[str] = (), *,
+    keep: Iterable[str] = (), punctuation: bool = False,
 ) -> Genome:
     """The genome of a prompt pair: one gene per word ("word") or per comma-separated chunk ("tag").
 
-    `embeddings`: names of the textual-inversion embeddings A1111 knows; each stays one word.
+    `embeddings`: names of the textual-inversion embeddings A1111 knows; each stays one word. `keep`: words or
+    runs of words that are not genes; `punctuation`: also evolve words of punctuation and symbols only.
     """
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be one of {GRANULARITIES}, not {granularity!r}")
+    for side, text in ((POSITIVE, prompt), (NEGATIVE, negative_prompt)):
+        _check_text(side, text)
     names = tuple(embeddings)
+    kept = [[word.casefold() for word in split_words(entry, names)] for entry in keep]
     genes: list[Gene] = []
-    positive = _assign_genes(_positive_layout(prompt, names), POSITIVE, granularity, genes)
-    negative = _assign_genes(_negative_layout(negative_prompt, names), NEGATIVE, granularity, genes)
-    genome = Genome(tuple(genes), tuple(positive), tuple(negative), names)
+    layouts, notes = [], []
+    for side, text, layout in ((POSITIVE, EXTRA_NETWORK.sub("", prompt), _positive_layout(prompt, names)),
+                               (NEGATIVE, negative_prompt, _negative_layout(negative_prompt, names))):
+        layout = _leave_alone(layout, [run for run in kept if run], punctuation)
+        if _html_sensitive(text):
+            layout = [prompt if side == POSITIVE else negative_prompt]  # written verbatim: a str item
+            notes.append(f"the {side} prompt is kept as written: it holds both a '<' and an HTML entity "
+                         f"({_HTML_ENTITY.search(text).group()}), and CLIP's text cleaning decodes entities only in "
+                         "text without a '<', so changing any word's weight could change how others read")
+        layouts.append(_assign_genes(layout, side, granularity, genes))
+    genome = Genome(tuple(genes), tuple(layouts[0]), tuple(layouts[1]), names, tuple(keep), punctuation, tuple(notes))
     if not genes:
+        chosen = [item.text for layout in layouts for item in layout if isinstance(item, _Word) and item.chosen]
         found = f"only {', '.join(genome.frozen)}" if genome.frozen else "it is empty"
+        if chosen:
+            found = f"its words are all kept fixed or punctuation ({', '.join(dict.fromkeys(chosen))})"
+        if notes:
+            found = "; ".join(notes)
         raise PromptError(f"the prompt has no words to pin: {found}")
     return genome
 
 
+def _check_text(side: str, text: str) -> None:
+    """Text that can be written to run.json and read by the tokenizer: no lone surrogate, which is what Python
+    makes of a byte that is not UTF-8 on the command line."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise PromptError(f"the {side} prompt is not valid text: character {error.start + 1} is a byte that is "
+                          "not UTF-8 (save or type the prompt as UTF-8)") from None
+
+
+def _html_sensitive(text: str) -> bool:
+    """Whether ftfy's reading of entities in `text` depends on where a `<` is: both occur."""
+    return "<" in text and any(html.unescape(match.group()) != match.group() for match in _HTML_ENTITY.finditer(text))
+
+
+def _is_punctuation(text: str) -> bool:
+    return all(unicodedata.category(char).startswith(_PUNCTUATION) for char in text)
+
+
+def _leave_alone(layout: list[_Item], kept: list[list[str]], punctuation: bool) -> list[_Item]:
+    """The layout with the words the user leaves alone made non-genes: kept runs of words, and punctuation."""
+    positions = [k for k, item in enumerate(layout) if isinstance(item, _Word)]
+    words = [layout[k].text.casefold() for k in positions]
+    chosen = {k for k in positions if not punctuation and _is_punctuation(layout[k].text)}
+    for run in kept:
+        for start in range(len(words) - len(run) + 1):
+            if words[start:start + len(run)] == run and _adjacent(layout, positions[start:start + len(run)]):
+                chosen.update(positions[start:start + len(run)])
+    return [replace(item, evolvable=False, chosen=True) if k in chosen and item.evolvable else item
+            for k, item in enumerate(layout)]
+
+
+def _adjacent(layout: list[_Item], positions: list[int]) -> bool:
+    """Whether the words at `positions` follow each other with only spacing between them."""
+    return all(isinstance(item, str) for a, b in zip(positions, positions[1:]) for item in layout[a + 1:b])
+
+
 def weights_from_prompt(genome: Genome, positive_text: str, negative_text: str = "") -> list[tuple[float, ...]]:
     """The weights a pinned prompt written from `genome` gives each gene's words (one tuple per gene)."""
-    written = build_genome(positive_text, negative_text, embeddings=genome.embeddings)
+    written = build_genome(positive_text, negative_text, embeddings=genome.embeddings, keep=genome.keep,
+                           punctuation=genome.punctuation)
     expected = [(gene.side, word) for gene in genome.genes for word in gene.words]
     if [(gene.side, gene.text) for gene in written.genes] != expected:
         raise ValueError("the text does not have the words of this genome")

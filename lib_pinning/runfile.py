@@ -1,24 +1,24 @@
-"""run.json: the record of a pinning run, rewritten atomically after every generation.
+"""Run folders on disk: atomic writes (a reader sees the old file or the new one), numbered and prepared folders,
+and the lock a run holds on its folder while it writes it.
 
-Layout (the contract other code relies on): version, options, genome {words, negative_words, frozen},
-generations [{index, evaluations, best_loss, mean_loss, sigma, seconds, individuals [{id, weights, loss, prompt,
-negative_prompt, seconds_render, seconds_loss}]}], baseline {loss, prompt, negative_prompt}, best {loss, prompt,
-negative_prompt, weights, generation}, status running|done|interrupted|failed (+ message when not done).
-A generation's `seconds` (its wall time, bookkeeping included) is written from the save after it on.
+What goes into run.json is lib_pinning.record.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 from pathlib import Path
 
 import numpy as np
-import torch
 
-RUN_FILE = "run.json"
-FORMAT_VERSION = 1
+from .errors import InputError
+from .record import (BASELINE_FOLDER, BEST_FOLDER, GENERATION_FOLDER, INDEX_FILE, RUN_FILE, RUN_PLOTS, TARGETS_FOLDER,
+                     RecordError, read_record)
+
+LOCK_FILE = ".lock"
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
@@ -45,7 +45,7 @@ def write_json_atomic(path: str | Path, data) -> None:
 def _jsonable(value):
     if isinstance(value, np.generic):
         return value.item()
-    if isinstance(value, (np.ndarray, torch.Tensor)):
+    if isinstance(value, np.ndarray) or type(value).__name__ == "Tensor":
         return value.tolist()
     if isinstance(value, Path):
         return str(value)
@@ -66,6 +66,89 @@ def new_run_dir(base: str | Path) -> Path:
             number += 1
 
 
-def read_run(run_dir: str | Path) -> dict:
-    with open(Path(run_dir) / RUN_FILE, encoding="utf-8") as stream:
-        return json.load(stream)
+class RunLock:
+    """An exclusive lock on a run folder while a run writes it; the system drops it when the process ends, however
+    it ends, so a crashed run never leaves its folder locked."""
+
+    def __init__(self, run_dir: str | Path):
+        self.path = Path(run_dir) / LOCK_FILE
+        self._file = None
+
+    def acquire(self) -> RunLock:
+        """Take the lock, or raise an InputError: another run (in any process) is writing this folder."""
+        self._file = open(self.path, "a+b")
+        try:
+            _lock(self._file)
+        except OSError:
+            self._file.close()
+            self._file = None
+            raise InputError(f"the run folder {str(self.path.parent)!r} is being written by another run (it holds "
+                             f"{LOCK_FILE}): wait for that run to end, or choose another folder") from None
+        return self
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing drops the lock
+            self._file = None
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _lock(file) -> None:
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+        file.seek(0)
+        msvcrt.locking(file.fileno(), msvcrt.LK_NBLCK, 1)
+    else:
+        fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _is_run_entry(path: Path) -> bool:
+    """Whether a top-level entry of a run folder is one a run writes (or a temporary file of an atomic write)."""
+    name = path.name
+    if path.is_dir():
+        return name in (BASELINE_FOLDER, BEST_FOLDER, TARGETS_FOLDER) or bool(GENERATION_FOLDER.fullmatch(name))
+    return name in (RUN_FILE, INDEX_FILE, LOCK_FILE, *RUN_PLOTS) or (name.startswith(".") and name.endswith(".tmp"))
+
+
+def earlier_run_problem(run_dir: Path) -> str | None:
+    """None when the folder holds exactly one earlier run of this project, else what it holds instead."""
+    try:
+        read_record(run_dir)
+    except RecordError as error:
+        return f"holds no earlier run of sd-prompt-pinning ({error})"
+    others = sorted(entry.name for entry in run_dir.iterdir() if not _is_run_entry(entry))
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        return f"holds an earlier run and other files too ({shown})"
+    return None
+
+
+def prepare_run_dir(run_dir: str | Path) -> RunLock:
+    """Create the run folder and lock it; an earlier run in it, alone, is replaced; anything else is refused.
+
+    Nothing is deleted before every check has passed, and nothing but an earlier run's own files ever is.
+    """
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise InputError(f"output {str(run_dir)!r} exists and is not a folder")
+    created_lock = not (run_dir / LOCK_FILE).exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(run_dir).acquire()
+    entries = [entry for entry in run_dir.iterdir() if entry.name != LOCK_FILE]
+    if entries:
+        problem = earlier_run_problem(run_dir)
+        if problem is not None:
+            lock.release()
+            if created_lock:
+                (run_dir / LOCK_FILE).unlink(missing_ok=True)
+            raise InputError(f"output folder {str(run_dir)!r} {problem}: choose another --out")
+        for entry in entries:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    return lock

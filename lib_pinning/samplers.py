@@ -1,38 +1,48 @@
-"""Sampler names (as A1111 shows them) mapped to k-diffusion's own sampler functions and noise schedules."""
+"""Sampler names (as A1111 shows them) mapped to k-diffusion's own sampler functions and noise schedules.
+
+The names are known without importing k-diffusion (the options list them); a sampler's function is looked up
+when it is first used.
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
-from k_diffusion import sampling
 
-from . import hyperbatch
-from .noise import SeededNoise
+if TYPE_CHECKING:
+    from .noise import SeededNoise
 
 
 @dataclass(frozen=True)
 class SamplerSpec:
     name: str
-    function: Callable
+    function_name: str  # k-diffusion's sampler function (lib_pinning.hyperbatch's for a Hyperbatch sampler)
     noise: str  # "none" (ODE), "ancestral" (fresh noise per step) or "brownian" (SDE: Brownian tree)
     hyperbatch: bool = False  # forks each seed's tree during sampling (lib_pinning.hyperbatch)
+
+    @property
+    def function(self) -> Callable:
+        module = "lib_pinning.hyperbatch" if self.hyperbatch else "k_diffusion.sampling"
+        return getattr(importlib.import_module(module), self.function_name)
 
 
 SAMPLERS: dict[str, SamplerSpec] = {
     spec.name: spec
     for spec in (
-        SamplerSpec("Euler", sampling.sample_euler, "none"),
-        SamplerSpec("Euler a", sampling.sample_euler_ancestral, "ancestral"),
-        SamplerSpec("Heun", sampling.sample_heun, "none"),
-        SamplerSpec("DPM++ 2M", sampling.sample_dpmpp_2m, "none"),
-        SamplerSpec("DPM++ SDE", sampling.sample_dpmpp_sde, "brownian"),
-        SamplerSpec("DPM++ 2M SDE", sampling.sample_dpmpp_2m_sde, "brownian"),
-        SamplerSpec("Euler a Hyperbatch", hyperbatch.sample_euler_ancestral_hyperbatch, "ancestral", True),
-        SamplerSpec("DPM++ 2M Hyperbatch", hyperbatch.sample_dpmpp_2m_hyperbatch, "none", True),
-        SamplerSpec("DPM++ SDE Hyperbatch", hyperbatch.sample_dpmpp_sde_hyperbatch, "brownian", True),
-        SamplerSpec("DPM++ 2M SDE Hyperbatch", hyperbatch.sample_dpmpp_2m_sde_hyperbatch, "brownian", True),
+        SamplerSpec("Euler", "sample_euler", "none"),
+        SamplerSpec("Euler a", "sample_euler_ancestral", "ancestral"),
+        SamplerSpec("Heun", "sample_heun", "none"),
+        SamplerSpec("DPM++ 2M", "sample_dpmpp_2m", "none"),
+        SamplerSpec("DPM++ SDE", "sample_dpmpp_sde", "brownian"),
+        SamplerSpec("DPM++ 2M SDE", "sample_dpmpp_2m_sde", "brownian"),
+        SamplerSpec("Euler a Hyperbatch", "sample_euler_ancestral_hyperbatch", "ancestral", True),
+        SamplerSpec("DPM++ 2M Hyperbatch", "sample_dpmpp_2m_hyperbatch", "none", True),
+        SamplerSpec("DPM++ SDE Hyperbatch", "sample_dpmpp_sde_hyperbatch", "brownian", True),
+        SamplerSpec("DPM++ 2M SDE Hyperbatch", "sample_dpmpp_2m_sde_hyperbatch", "brownian", True),
     )
 }
 
@@ -49,6 +59,8 @@ def sampler_spec(name: str) -> SamplerSpec:
 def sigmas(steps: int, sigma_min: float, sigma_max: float, schedule: str = "Karras",
            device: torch.device | str = "cpu") -> torch.Tensor:
     """The noise levels of `steps` steps, ending in 0 (k-diffusion's own schedule functions)."""
+    from k_diffusion import sampling
+
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     if schedule == "Karras":

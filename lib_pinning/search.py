@@ -9,14 +9,18 @@ DEAP's `creator`, whose namespace is global to the process (a WebUI process runs
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 from deap import base, cma, tools
+from scipy.stats import qmc
 
-WEIGHT_SCHEMES = ("superlinear", "linear", "equal")
+from .options import AUTO, OptionError, PinOptions, spec_of
+
+log = logging.getLogger(__name__)
+DEAP_CONSTANTS = {"cs": "cs", "damps": "damps", "ccum": "cc", "ccov1": "ccov1", "ccovmu": "ccovmu"}  # option: attribute
 
 
 class _LossFitness(base.Fitness):
@@ -40,78 +44,6 @@ class _SizeLimitedIndividual(_Individual):
 
 
 @dataclass
-class SearchOptions:
-    """Options of the original extension (None = its formula, computed from the number of genes N)."""
-
-    cma_seed: int = 0
-    generations: int | None = None       # 16 * floor(ln N), at least 16 (the formula gives 0 for N < 3)
-    # The original's defaults were sigma 0.05 and a centroid drawn within +-0.25 of the prompt; starting at the
-    # user's prompt with sigma 0.5 reached the target in several times fewer evaluations (bench/efficiency.py).
-    sigma: float = 0.5                   # initial population standard deviation
-    init_radius: float = 0.0             # centroid drawn uniformly from [-r, r]^N; 0 = the user's prompt
-    lambda_: int | None = None           # int(4 + 3 ln N) children per generation
-    mu: int | None = None                # int(lambda_ / 2) parents
-    cmatrix: list[list[float]] | None = None  # initial covariance, identity(N)
-    weights: str = "superlinear"         # recombination weights: superlinear, linear or equal
-    cs: float | None = None
-    damps: float | None = None
-    ccum: float | None = None
-    ccov1: float | None = None
-    ccovmu: float | None = None
-    size_limit: float = 0.0              # > 0: multi-objective CMA-ES keeping genes within this L2 distance
-    size_limit_error: float | None = None   # tolerance of the limit, size_limit / 100
-    size_limit_weight: float | None = None  # penalty weight, size_limit * 10
-    log: bool = True                     # print the CMA logbook to the console
-
-    def resolved(self, dimension: int) -> "SearchOptions":
-        """A copy with every formula default filled in for `dimension` genes; raises ValueError on bad values."""
-        if dimension < 1:
-            raise ValueError("there is nothing to search: the genome has no genes")
-        lambda_ = self.lambda_ if self.lambda_ is not None else int(4 + 3 * math.log(dimension))
-        generations = self.generations if self.generations is not None else default_generations(dimension)
-        resolved = SearchOptions(**{**asdict(self), "lambda_": lambda_, "generations": generations,
-                                    "mu": self.mu if self.mu is not None else lambda_ // 2})
-        if self.size_limit > 0:
-            if self.size_limit_error is None:
-                resolved.size_limit_error = self.size_limit / 100
-            if self.size_limit_weight is None:
-                resolved.size_limit_weight = self.size_limit * 10
-        resolved._validate(dimension)
-        return resolved
-
-    def _validate(self, dimension: int) -> None:
-        checks = [
-            (self.generations >= 1, f"generations must be at least 1, got {self.generations}"),
-            (self.lambda_ >= 2, f"lambda_ (children per generation) must be at least 2, got {self.lambda_}"),
-            (1 <= self.mu <= self.lambda_, f"mu must be between 1 and lambda_ ({self.lambda_}), got {self.mu}"),
-            (self.sigma > 0 and math.isfinite(self.sigma), f"initial sigma must be positive, got {self.sigma}"),
-            (0 <= self.init_radius < math.inf, f"initial centroid radius must be >= 0, got {self.init_radius}"),
-            (self.weights in WEIGHT_SCHEMES, f"weights must be one of {WEIGHT_SCHEMES}, got {self.weights!r}"),
-            (0 <= self.size_limit < math.inf, f"size limit must be >= 0, got {self.size_limit}"),
-        ]
-        for name in ("size_limit_error", "size_limit_weight"):
-            value = getattr(self, name)
-            checks.append((value is None or 0 <= value < math.inf, f"{name} must be >= 0, got {value}"))
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
-        for name in ("cs", "damps", "ccum", "ccov1", "ccovmu"):
-            value = getattr(self, name)
-            if value is not None and not (value > 0 and math.isfinite(value)):
-                raise ValueError(f"{name} must be a positive number, got {value}")
-        if self.cmatrix is not None:
-            matrix = np.asarray(self.cmatrix, dtype=float)
-            if matrix.shape != (dimension, dimension):
-                raise ValueError(f"cmatrix must be {dimension}x{dimension}, got shape {matrix.shape}")
-            if not np.allclose(matrix, matrix.T) or np.linalg.eigvalsh(matrix).min() <= 0:
-                raise ValueError("cmatrix must be symmetric positive definite")
-
-
-def default_generations(dimension: int) -> int:
-    return max(16, 16 * math.floor(math.log(dimension)))
-
-
-@dataclass
 class Candidate:
     """One individual: the genes CMA-ES proposed and the genes that are rendered and scored.
 
@@ -126,34 +58,121 @@ class Candidate:
 
 
 class Search:
-    """Ask/tell CMA-ES. `ask()` gives a generation's candidates, `tell(candidates, losses)` updates the strategy."""
+    """Ask/tell CMA-ES. `ask()` gives a generation's candidates, `tell(candidates, losses)` updates the strategy.
 
-    def __init__(self, dimension: int, options: SearchOptions | None = None):
-        self.options = (options or SearchOptions()).resolved(dimension)
+    Besides DEAP's CMA-ES it decides:
+    - the first look: with `first_look` > 0 the first generation is that many points (at most half the
+      budget) of a Latin hypercube (each gene's range cut into as many slices, each slice tried once) over the
+      box of ±`box` around your prompt, and CMA-ES starts at the best of them;
+    - when to stop (`stop`, once `done`): the evaluation budget (`generations` × λ) is spent; the best loss
+      reached `target_loss`; or it has not improved by more than `tolerance` for `patience` generations, or
+      `patience` generations in a row were flat (all losses within `tolerance`) — with `restarts` left, such a
+      stall restarts CMA-ES instead (IPOP: twice the population, from a random point of the box);
+    - its whole state, for a resumed run (`snapshot`, `restore`).
+    """
+
+    def __init__(self, dimension: int, options: PinOptions):
+        """`options` resolved for `dimension` genes (lib_pinning.options.resolve): only DEAP's constants may be -1.
+
+        Raises OptionError when DEAP's learning rates, explicit or from its formulas, cannot work together.
+        """
+        if AUTO in (options.generations, options.lambda_, options.mu, options.cma_seed):
+            raise ValueError("the search needs resolved options (lib_pinning.options.resolve)")
+        self.options = options
         self.dimension = dimension
         self.generation = 0
+        self.evaluations = 0
+        self.budget = options.generations * options.lambda_
         self.logbook = tools.Logbook()
         self.logbook.header = ["gen", "evals", "min", "avg", "std", "max", "sigma", "axis_ratio"]
-        self.best: Candidate | None = None
-        self.best_loss = math.inf
-        self.log_writer: Callable[[str], None] = print
         rng = np.random.default_rng(self.options.cma_seed)
         # DEAP's draws come from this private state (see _own_rng).
         self._rng_state = np.random.RandomState(rng.integers(2**32)).get_state()
+        self._look_seed = int(rng.integers(2**32))
         centroid = rng.uniform(-self.options.init_radius, self.options.init_radius, dimension)
         self._multi_objective = self.options.size_limit > 0
+        self.best_loss = math.inf          # the lowest loss told so far
+        self._stalled = 0                  # generations since it last improved by more than the tolerance
+        self._flat = 0                     # generations in a row whose losses all lay within the tolerance
+        self.restarts = 0                  # restarts done
+        self.lambda_ = self.options.lambda_  # the population now (IPOP doubles it at each restart)
+        self.stop: str | None = None       # why the search is done: a cause of lib_pinning.record.CAUSES
+        # the first look takes at most half the budget, so that CMA-ES always gets the other half
+        self.look_size = min(self.options.first_look, self.budget // 2)
+        self._looking = self.look_size >= 2 and not self._multi_objective
         if self._multi_objective:
             self._strategy = None  # built from the first evaluated generation
             self._centroid = centroid
         else:
-            self._strategy = cma.Strategy(centroid=centroid, sigma=self.options.sigma, **self._deap_params())
+            self._strategy = self._new_strategy(centroid)
+            self._check_learning_rates()
+
+    def _new_strategy(self, centroid) -> cma.Strategy:
+        return cma.Strategy(centroid=np.asarray(centroid, dtype=float), sigma=self.options.sigma,
+                            **self._deap_params())
 
     def _deap_params(self) -> dict:
-        names = ("lambda_", "mu", "weights", "cs", "damps", "ccum", "ccov1", "ccovmu")
-        params = {name: getattr(self.options, name) for name in names if getattr(self.options, name) is not None}
+        params = {"lambda_": self.lambda_, "mu": max(1, round(self.options.mu * self.lambda_ / self.options.lambda_)),
+                  "weights": self.options.weights}
+        params.update({name: getattr(self.options, name) for name in DEAP_CONSTANTS
+                       if getattr(self.options, name) != AUTO})
         if self.options.cmatrix is not None:
             params["cmatrix"] = np.asarray(self.options.cmatrix, dtype=float)
         return params
+
+    def _check_learning_rates(self) -> None:
+        """ccov1 + ccovmu must stay below 1: at 1 or more the covariance loses rank or turns indefinite and CMA-ES
+        divides by zero mid-run (DEAP quietly lowers ccovmu to 1 - ccov1, which is already too much)."""
+        ccov1 = self._strategy.ccov1
+        ccovmu = self.options.ccovmu if self.options.ccovmu != AUTO else self._strategy.ccovmu
+        if ccov1 + ccovmu >= 1:
+            names = spec_of(PinOptions, "ccov1").title, spec_of(PinOptions, "ccovmu").title
+            raise OptionError(f"{names[0]} + {names[1]} must be less than 1, got {ccov1:.4g} + {ccovmu:.4g} "
+                              "(-1 leaves one to DEAP's formula)")
+
+    def constants(self) -> dict:
+        """The CMA-ES constants in use, DEAP's formulas resolved (for run.json)."""
+        if self._multi_objective:
+            return {}
+        return {name: float(getattr(self._strategy, attribute)) for name, attribute in DEAP_CONSTANTS.items()}
+
+    # -- the whole state, for resuming a run exactly ----------------------------------------------------------
+    _COUNTERS = ("generation", "evaluations", "best_loss", "_stalled", "_flat", "restarts", "lambda_", "stop",
+                 "_looking")
+
+    def snapshot(self) -> dict:
+        """Everything the search would need to go on exactly as it would have: counters, RNG, strategy.
+
+        JSON values only (floats print exactly), so run.json can hold it.
+        """
+        strategy = None
+        if self._strategy is not None:
+            strategy = {name: _encode(value) for name, value in vars(self._strategy).items() if not callable(value)}
+        counters = {name: getattr(self, name) for name in self._COUNTERS}
+        counters["best_loss"] = None if math.isinf(self.best_loss) else self.best_loss
+        return {**counters, "rng": _encode(list(self._rng_state)), "strategy": strategy,
+                "centroid": _encode(getattr(self, "_centroid", None))}
+
+    def restore(self, snapshot: dict) -> None:
+        """Go on from a snapshot this search's options and dimension made (see `snapshot`)."""
+        for name in self._COUNTERS:
+            setattr(self, name, snapshot[name])
+        self.best_loss = math.inf if snapshot["best_loss"] is None else snapshot["best_loss"]
+        if self.stop == "generations":  # the budget is this search's own: a larger one goes on
+            self.stop = None
+        state = _decode(snapshot["rng"])
+        self._rng_state = (state[0], np.asarray(state[1], dtype=np.uint32), *state[2:])
+        values = snapshot["strategy"]
+        if values is None:
+            self._strategy = None
+            self._centroid = _decode(snapshot["centroid"])
+            return
+        values = {name: _decode(value) for name, value in values.items()}
+        if self._multi_objective:
+            self._strategy = cma.StrategyMultiObjective(values["parents"], self.options.sigma,
+                                                        mu=values["mu"], lambda_=values["lambda_"])
+        for name, value in values.items():
+            setattr(self._strategy, name, value)
 
     @contextlib.contextmanager
     def _own_rng(self):
@@ -165,9 +184,15 @@ class Search:
             self._rng_state = np.random.get_state()
             np.random.set_state(outside)
 
+    # -- ask and tell --------------------------------------------------------------------------------------
     @property
     def done(self) -> bool:
-        return self.generation >= self.options.generations
+        if self.stop is None and self.evaluations + self._next_size() > self.budget:
+            self.stop = "generations"
+        return self.stop is not None
+
+    def _next_size(self) -> int:
+        return self.look_size if self._looking else self.lambda_
 
     @property
     def sigma(self) -> float:
@@ -179,8 +204,11 @@ class Search:
 
     def ask(self) -> list[Candidate]:
         with self._own_rng():
-            if self._strategy is None:  # size limiter: the first parents come from the initial distribution
-                noise = np.random.standard_normal((self.options.lambda_, self.dimension))
+            if self._looking:
+                points = qmc.LatinHypercube(self.dimension, seed=self._look_seed).random(self.look_size)
+                individuals = [_Individual((2 * point - 1) * self.options.box) for point in points]
+            elif self._strategy is None:  # size limiter: the first parents come from the initial distribution
+                noise = np.random.standard_normal((self.lambda_, self.dimension))
                 individuals = [_SizeLimitedIndividual(self._centroid + self.options.sigma * z) for z in noise]
             else:
                 kind = _SizeLimitedIndividual if self._multi_objective else _Individual
@@ -210,17 +238,46 @@ class Search:
                 candidate.individual.fitness.values = (penalised, float(np.linalg.norm(candidate.rendered)))
             else:
                 candidate.individual.fitness.values = (penalised,)
-            if loss < self.best_loss:
-                self.best_loss, self.best = loss, candidate
         individuals = [c.individual for c in candidates]
         with self._own_rng():
-            if self._strategy is None:
+            if self._looking:  # CMA-ES starts at the best point of the first look
+                best = min(individuals, key=lambda individual: individual.fitness.values[0])
+                self._strategy = self._new_strategy(best)
+                self._looking = False
+            elif self._strategy is None:
                 params = {"mu": len(individuals), "lambda_": self.options.lambda_}
                 self._strategy = cma.StrategyMultiObjective(individuals, self.options.sigma, **params)
             else:
                 self._strategy.update(individuals)
+        self.evaluations += len(candidates)
         self._record(losses)
         self.generation += 1
+        self._judge(losses)
+
+    def _judge(self, losses: list[float]) -> None:
+        """Stop or restart after a generation, by the stop criteria (see the class docstring)."""
+        options = self.options
+        lowest = min(losses)
+        self._stalled = 0 if lowest < self.best_loss - options.tolerance else self._stalled + 1
+        self._flat = self._flat + 1 if max(losses) - lowest <= options.tolerance else 0
+        self.best_loss = min(self.best_loss, lowest)
+        if options.target_loss > 0 and self.best_loss <= options.target_loss:
+            self.stop = "target"
+            return
+        stalled = options.patience and (self._stalled >= options.patience or self._flat >= options.patience)
+        if not stalled:
+            return
+        if self.restarts < options.restarts and not self._multi_objective:
+            self.restarts += 1
+            self.lambda_ *= 2
+            with self._own_rng():
+                centroid = np.random.uniform(-options.box, options.box, self.dimension)
+            self._strategy = self._new_strategy(centroid)
+            self._stalled = self._flat = 0
+            log.info("restart %d: no improvement above %g in %d generations; CMA-ES starts again with %d children "
+                     "per generation", self.restarts, options.tolerance, options.patience, self.lambda_)
+            return
+        self.stop = "flat" if self._flat >= options.patience else "stagnation"
 
     def _record(self, losses: list[float]) -> None:
         values = np.asarray(losses, dtype=float)
@@ -229,7 +286,7 @@ class Search:
                       axis_ratio=self.axis_ratio())
         self.logbook.record(**record)
         if self.options.log:
-            self.log_writer(self.logbook.stream)
+            log.info(self.logbook.stream)
 
     def axis_ratio(self) -> float:
         """Ratio of the longest to the shortest principal axis of the search distribution."""
@@ -250,3 +307,35 @@ class Search:
         return {"centroid": np.asarray(strategy.centroid).tolist(), "sigma": float(strategy.sigma),
                 "axis_ratio": self.axis_ratio(), "scales": np.sort(strategy.diagD).tolist(),
                 "stds": (strategy.sigma * np.sqrt(np.diag(strategy.C))).tolist()}
+
+
+def _encode(value):
+    """A strategy's attribute as JSON: arrays with their dtype, individuals with their class and fitness."""
+    if isinstance(value, np.ndarray):  # with its memory order: BLAS rounds differently for another layout
+        order = "F" if value.flags.f_contiguous and not value.flags.c_contiguous else "C"
+        return {"ndarray": value.tolist(), "dtype": str(value.dtype), "order": order}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, _Individual):
+        return {"individual": [float(gene) for gene in value], "multi": isinstance(value, _SizeLimitedIndividual),
+                "fitness": list(value.fitness.values)}
+    if isinstance(value, (list, tuple)):
+        return [_encode(item) for item in value]
+    if isinstance(value, dict):
+        return {"dict": {key: _encode(item) for key, item in value.items()}}
+    return value
+
+
+def _decode(value):
+    if isinstance(value, list):
+        return [_decode(item) for item in value]
+    if isinstance(value, dict):
+        if "ndarray" in value:
+            return np.asarray(value["ndarray"], dtype=value["dtype"], order=value.get("order", "C"))
+        if "individual" in value:
+            individual = (_SizeLimitedIndividual if value["multi"] else _Individual)(value["individual"])
+            if value["fitness"]:
+                individual.fitness.values = tuple(value["fitness"])
+            return individual
+        return {key: _decode(item) for key, item in value["dict"].items()}
+    return value

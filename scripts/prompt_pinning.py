@@ -6,9 +6,10 @@ The engine lives in lib_pinning (no WebUI imports); lib_pinning.webui holds ever
 import modules.scripts as scripts
 from modules import script_callbacks
 
-from lib_pinning.webui import api, samplers, ui
+from lib_pinning.webui import api, console, samplers, script_args, ui
 from lib_pinning.webui import run as pinning
 
+console.attach()
 samplers.register()
 samplers.add_settings()
 script_callbacks.on_app_started(api.add_routes)
@@ -25,4 +26,4 @@ class PromptPinningScript(scripts.Script):
         return ui.build(self.elem_id)
 
     def run(self, p, *args):
-        return pinning.run(p, *args)
+        return pinning.run(p, args, script_args.sent_count(self, p, len(args)))

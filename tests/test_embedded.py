@@ -65,7 +65,7 @@ def test_sampled_prototype_frequencies_match_the_prior(sampler):
     prior /= prior.sum()
     assert prior.max() < 0.8 and prior.min() > 0.02  # a non-trivial prior
     renderer = EmbeddedRenderer(model, list(range(400)), steps=30, sampler=sampler, cfg_scale=1.0)
-    images = renderer.render([(prompt, "")])[0]
+    images = renderer.render([(prompt, "")])[0].images
     assert torch.cdist(images.flatten(1), model.prototypes.flatten(1)).min(1).values.max() < 0.5
     counts = np.bincount(model.nearest_prototype(images).numpy(), minlength=4)
     assert stats.chisquare(counts, prior * counts.sum()).pvalue > 0.01
@@ -78,10 +78,10 @@ def test_rendering_is_a_function_of_prompt_and_seed_only(sampler):
     prompts = [("a red (circle:1.3)", ""), ("a blue square", "red")]
     torch.manual_seed(0)
     global_before = torch.random.get_rng_state()
-    together = renderer.render(prompts)
+    together = [rendered.images for rendered in renderer.render(prompts)]
     assert torch.equal(torch.random.get_rng_state(), global_before)
     torch.manual_seed(99)  # the global RNG must not matter
-    alone = renderer.render(prompts[1:])
+    alone = [rendered.images for rendered in renderer.render(prompts[1:])]
     assert torch.allclose(together[1], alone[0], atol=1e-6)  # batched matmuls may differ in the last bit
     assert together[0].shape == (3, 3, 16, 16)
     assert not torch.equal(together[0], together[1])

@@ -235,65 +235,6 @@ def test_children_forked_early_keep_the_priors_prototype_frequencies(model):
         assert stats.chisquare(counts, prior * counts.sum()).pvalue > 0.01
 
 
-# --- weights ----------------------------------------------------------------------------------------------
-
-# Four images, traces(4, 6) = [[0,0,0], [0,1,1], [0,0,2], [0,1,3]]; the six pair losses by hand.
-PAIRS = [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
-LOSSES = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
-
-
-def mean_std(values):
-    return np.mean(values) + np.std(values)
-
-
-def test_level_losses_group_images_by_their_ancestor():
-    assert hb.traces(4, 6) == [[0, 0, 0], [0, 1, 1], [0, 0, 2], [0, 1, 3]]
-    root = mean_std(LOSSES)
-    halves = np.mean([mean_std([0.1, 0.2, 0.3, 0.4, 0.6]), mean_std([0.1, 0.3, 0.4, 0.5, 0.6])])  # {0,2}, {1,3}
-    leaves = np.mean([mean_std([0.1, 0.2, 0.3]), mean_std([0.1, 0.4, 0.5]), mean_std([0.2, 0.4, 0.6]),
-                      mean_std([0.3, 0.5, 0.6])])
-    assert np.allclose(hb.level_losses(PAIRS, LOSSES, hb.traces(4, 6)), [root, halves, leaves])
-    assert np.isclose(root, 0.35 + np.sqrt(0.175 / 6))
-
-
-def test_weight_formulas():
-    x1, x2, x3 = hb.level_losses(PAIRS, LOSSES, hb.traces(4, 6))
-    image_traces = hb.traces(4, 6)
-    assert np.isclose(hb.weighted_loss(PAIRS, LOSSES, image_traces, "Geometric", 2.0),
-                      x1 ** 2 + x2 ** 1 + x3 ** (2 / 3))
-    assert np.isclose(hb.weighted_loss(PAIRS, LOSSES, image_traces, "Exponential", 1.0),
-                      x1 * 1.5 + x2 * 1.5 ** 2 + x3 * 1.5 ** 3)
-    assert np.isclose(hb.weighted_loss(PAIRS, LOSSES, image_traces, "Polynomial", 0.5),
-                      (1 + x1) ** 0.5 + (1 + x2) + (1 + x3) ** 1.5)
-
-
-def test_pairs_with_targets_touch_only_their_image():
-    # Targets 0 and 1, images 2 and 3 (two roots: the fallback). The target pair (0, 1) touches no image.
-    pairs, losses = [(0, 1), (0, 2), (1, 3), (2, 3)], [9.0, 0.2, 0.4, 0.6]
-    expected = np.mean([mean_std([0.2, 0.6]), mean_std([0.4, 0.6])])
-    assert np.isclose(hb.level_losses(pairs, losses, [[0], [1]], target_count=2)[0], expected)
-
-
-def test_weights_follow_the_force_switch_and_check_the_kind():
-    assert hb.HyperbatchWeights(force=False).applies_to("DPM++ 2M Hyperbatch")
-    assert not hb.HyperbatchWeights(force=False).applies_to("DPM++ 2M")
-    assert hb.HyperbatchWeights(force=True).applies_to("DPM++ 2M")
-    with pytest.raises(ValueError, match="weight type"):
-        hb.HyperbatchWeights(kind="Linear")
-
-
-def test_the_objective_uses_the_weighted_loss_when_asked():
-    from lib_pinning.objective import Objective
-
-    images = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-    weights = hb.HyperbatchWeights("Exponential", 0.7, steps=6)
-    plain = Objective(mode="consistency").score(images)
-    weighted = Objective(mode="consistency", hyperbatch=weights).score(images)
-    assert weighted.pair_losses == plain.pair_losses
-    assert np.isclose(weighted.loss, hb.weighted_loss(plain.pairs, plain.pair_losses, hb.traces(4, 6),
-                                                      "Exponential", 0.7))
-
-
 # --- integration ------------------------------------------------------------------------------------------
 
 
@@ -312,19 +253,6 @@ def test_the_embedded_renderer_renders_each_prompt_as_its_own_trees():
     renderer = EmbeddedRenderer(model, [5, 6, 7, 8], steps=6, sampler="DPM++ 2M Hyperbatch", fork_strength=0.5)
     prompts = [("a red (circle:1.3)", ""), ("a blue square", "red")]
     together, alone = renderer.render(prompts), renderer.render(prompts[1:])
-    assert torch.allclose(together[1], alone[0], atol=1e-6)
-    assert together[0].shape == (4, 3, 16, 16) and not torch.equal(together[0][0], together[0][1])
-
-
-def test_weights_treat_each_sampling_call_as_its_own_trees():
-    # A1111 with Batch count 2 and Batch size 2: two calls, each forking its own root.
-    pairs = list(itertools.combinations(range(4), 2))
-    losses = [0.1, 0.5, 0.6, 0.7, 0.8, 0.2]
-    per_call = hb.HyperbatchWeights("Geometric", 1.0, steps=10, tree_size=2)
-    two_trees = [[0, 0], [0, 1], [2, 2], [2, 3]]
-    assert per_call.loss(pairs, losses, 0, 4) == pytest.approx(hb.weighted_loss(pairs, losses, two_trees))
-    one_tree = hb.HyperbatchWeights("Geometric", 1.0, steps=10)
-    assert one_tree.loss(pairs, losses, 0, 4) == pytest.approx(hb.weighted_loss(pairs, losses, hb.traces(4, 10)))
-    assert per_call.loss(pairs, losses, 0, 4) != pytest.approx(one_tree.loss(pairs, losses, 0, 4))
-    with pytest.raises(ValueError, match="do not split"):
-        hb.HyperbatchWeights(tree_size=3).loss(pairs, losses, 0, 4)
+    assert torch.allclose(together[1].images, alone[0].images, atol=1e-6)
+    first = together[0].images
+    assert first.shape == (4, 3, 16, 16) and not torch.equal(first[0], first[1])

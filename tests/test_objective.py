@@ -6,7 +6,8 @@ import torch
 from PIL import Image
 
 from lib_pinning import flip
-from lib_pinning.objective import Objective, TargetError, load_targets
+from lib_pinning.images import TargetError, load_targets
+from lib_pinning.objective import Objective
 
 
 def images(seed, count, size=16):

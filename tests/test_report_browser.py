@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from lib_pinning.report import html, writers
-from lib_pinning.runfile import read_run
+from lib_pinning.record import read_record
+from lib_pinning.report import html
 from report_support import HOSTILE, shared_small_run, synthetic_record
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -70,7 +70,7 @@ def table_ids(page) -> list[str]:
 
 def test_the_report_works_offline_shows_every_individual_and_hostile_text_literally(open_report):
     run_dir = shared_small_run()
-    record = read_run(run_dir)
+    record = read_record(run_dir)
     page, seen = open_report(run_dir / "index.html")
 
     page.select_option("select.page-size", "10")
@@ -79,7 +79,7 @@ def test_the_report_works_offline_shows_every_individual_and_hostile_text_litera
     ids = table_ids(page)
     page.click("#pager button.next")
     ids += table_ids(page)
-    assert sorted(ids) == sorted(i["id"] for g in record["generations"] for i in g["individuals"])
+    assert sorted(ids) == sorted(i.id for g in record.generations for i in g.individuals)
     page.click("#pager button.first")
 
     page.click("th[data-key='loss']")  # sorted by loss ascending at first: now descending
@@ -87,8 +87,11 @@ def test_the_report_works_offline_shows_every_individual_and_hostile_text_litera
               .all_inner_texts()]
     assert losses == sorted(losses, reverse=True)
 
+    # The unperturbed prompt is shown as the user wrote it, hostile text and all, as text.
+    unperturbed = page.locator("section.card", has=page.locator("h2", has_text="Unperturbed prompt"))
+    assert unperturbed.locator("pre.prompt").first.inner_text() == f"a red circle {HOSTILE}"
     page.click("text=Every option of this run")
-    assert page.locator("table.options code", has_text=HOSTILE).first.inner_text() == f"a red circle {HOSTILE}"
+    assert page.locator("table.options code", has_text="DPM++ 2M").count() >= 1
     assert page.evaluate("document.querySelectorAll('img[src=\"x\"]').length") == 0
     assert page.evaluate("document.scripts.length") == 2
 
@@ -102,8 +105,7 @@ def test_the_report_works_offline_shows_every_individual_and_hostile_text_litera
 
 def test_the_report_of_2000_individuals_is_interactive_in_under_a_second(open_report, tmp_path):
     record = synthetic_record(generations=125, per_generation=16)
-    (tmp_path / "index.html").write_text(html.index_html(tmp_path, record, [], writers.best_folder(record)),
-                                         encoding="utf-8")
+    (tmp_path / "index.html").write_text(html.index_html(tmp_path, record, []), encoding="utf-8")
     page, seen = open_report(tmp_path / "index.html")  # its images do not exist: only script errors count
     assert page.evaluate("window.reportReadyMs") < 1000
     assert page.locator("#pager").get_attribute("data-total") == "2000"

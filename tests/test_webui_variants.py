@@ -96,11 +96,12 @@ def _forge_model(prediction_type="epsilon", controlnet=None):
     (_forge_model("const"), False),  # Forge's Flux, Chroma, SD3.5: x = sigma*noise + (1-sigma)*x0
     (_forge_model("epsilon", controlnet=object()), False),
 ])
-def test_hyperbatch_forks_only_where_its_noise_model_holds(monkeypatch, capsys, model, forks):
+def test_hyperbatch_forks_only_where_its_noise_model_holds(monkeypatch, caplog, model, forks):
     _, samplers = _stand_in_webui(monkeypatch, model)
     job = SimpleNamespace(is_hr_pass=False, init_images=None, refiner_checkpoint_info=None)
-    assert samplers.can_fork(SimpleNamespace(p=job)) is forks
-    assert ("sampling the whole batch" in capsys.readouterr().out) is not forks
+    with caplog.at_level("INFO", logger="lib_pinning"):
+        assert samplers.can_fork(SimpleNamespace(p=job)) is forks
+    assert ("sampling the whole batch" in caplog.text) is not forks
 
 
 class ControlNetScript:  # sd-webui-controlnet's always-on script after its process()
@@ -125,9 +126,10 @@ class OtherScript:
     ([OtherScript(), ControlNetScript(units=1)], False),
     ([ControlNetScript(units=0, style_align=True)], False),
 ])
-def test_hyperbatch_does_not_fork_under_the_controlnet_extension(monkeypatch, capsys, scripts, forks):
+def test_hyperbatch_does_not_fork_under_the_controlnet_extension(monkeypatch, caplog, scripts, forks):
     _, samplers = _stand_in_webui(monkeypatch, SimpleNamespace())
     job = SimpleNamespace(is_hr_pass=False, init_images=None, refiner_checkpoint_info=None,
                           scripts=SimpleNamespace(alwayson_scripts=scripts))
-    assert samplers.can_fork(SimpleNamespace(p=job)) is forks
-    assert ("ControlNet is on" in capsys.readouterr().out) is not forks
+    with caplog.at_level("INFO", logger="lib_pinning"):
+        assert samplers.can_fork(SimpleNamespace(p=job)) is forks
+    assert ("ControlNet is on" in caplog.text) is not forks

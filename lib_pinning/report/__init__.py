@@ -4,7 +4,7 @@
 run folder's run.json and saved images (`python -m lib_pinning report RUN_DIR`).
 """
 
-from .rebuild import ReportError, rebuild_report
+from .rebuild import rebuild_report
 from .recorder import ReportRecorder
 
-__all__ = ["ReportError", "ReportRecorder", "rebuild_report"]
+__all__ = ["ReportRecorder", "rebuild_report"]

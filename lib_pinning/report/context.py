@@ -1,52 +1,55 @@
-"""What every per-individual file needs to know about its run, taken once from run.json's record."""
+"""What every per-individual file needs to know about its run, taken once from its record."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..recorder import infotext
-
-# The options that say how an individual's images were made (those a run has; the WebUI adds its own).
-RENDER_SETTINGS = ("sampler", "schedule", "steps", "cfg_scale", "size", "batch_size", "model", "model_seed",
-                   "device")
+from ..record import RunRecord
 
 
-def gene_labels(record: dict) -> list[str]:
+def gene_labels(record: RunRecord) -> list[str]:
     """One label per gene, in gene order: the positive prompt's words, then the negative prompt's, marked."""
-    genome = record["genome"]
-    return [*genome["words"], *(f"{word} (negative)" for word in genome["negative_words"])]
+    genome = record.genome
+    return [*genome.words, *(f"{word} (negative)" for word in genome.negative_words)]
 
 
 @dataclass(frozen=True)
 class RunContext:
     run_dir: Path
-    options: dict
-    gene_names: tuple[str, ...]            # one per gene: its word, negative ones marked
-    pairs: tuple[tuple[int, int], ...]     # what each pair loss compares: indices into targets ∪ batch
+    record: RunRecord                      # a copy taken when the run's first batch was scored
 
     @classmethod
-    def from_record(cls, run_dir: Path, record: dict) -> "RunContext":
-        pairs = (record.get("baseline") or {}).get("pairs", [])
-        return cls(Path(run_dir), record["options"], tuple(gene_labels(record)), tuple(map(tuple, pairs)))
+    def from_record(cls, run_dir: Path, record: RunRecord) -> RunContext:
+        return cls(Path(run_dir), copy.deepcopy(record))
 
     @property
     def seeds(self) -> list[int]:
-        return list(self.options["seeds"])
+        return self.record.render.seeds
 
     @property
-    def target_count(self) -> int:
-        """Pair indices below it are targets (the objective lists targets first)."""
-        highest = max((max(pair) for pair in self.pairs), default=len(self.seeds) - 1)
-        return highest + 1 - len(self.seeds)
+    def gene_names(self) -> list[str]:
+        return gene_labels(self.record)
+
+    @property
+    def pairs(self) -> list[list[int]]:
+        """What each pair loss compares: indices into targets ∪ batch (targets first)."""
+        return self.record.objective.pairs
 
     def image_label(self, index: int) -> str:
         """What index `index` of targets ∪ batch is: "target 0" or "seed 12"."""
-        targets = self.target_count
+        targets = self.record.objective.target_count
         return f"target {index}" if index < targets else f"seed {self.seeds[index - targets]}"
 
-    def render_settings(self) -> dict:
-        return {name: self.options[name] for name in RENDER_SETTINGS if name in self.options}
-
     def infotext(self, prompt: str, negative_prompt: str, seed: int) -> str:
-        return infotext(prompt, negative_prompt, seed, self.options)
+        """A1111's PNG `parameters` text, so a saved image can be sent back to txt2img."""
+        render = self.record.render
+        lines = [prompt]
+        if negative_prompt:
+            lines.append(f"Negative prompt: {negative_prompt}")
+        settings = {"Steps": render.steps, "Sampler": render.sampler, "Schedule type": render.schedule,
+                    "CFG scale": render.cfg_scale, "Seed": seed, "Size": f"{render.width}x{render.height}",
+                    "Model": render.model}
+        lines.append(", ".join(f"{key}: {value}" for key, value in settings.items() if value is not None))
+        return "\n".join(lines)

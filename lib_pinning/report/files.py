@@ -8,30 +8,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..record import BASELINE_FOLDER, BEST_FOLDER, INDEX_FILE, RUN_PLOTS, TARGETS_FOLDER, individual_folder
 from ..runfile import write_bytes_atomic as write_bytes  # noqa: F401  (the report's writers use these names)
 from ..runfile import write_json_atomic as write_json  # noqa: F401
 
-INDEX = "index.html"
-CMA_PLOT = "cma_plot.png"
-HISTORY_PLOT = "history.png"
-LOOSENESS_PLOT = "looseness.png"
-FRONT_PLOT = "front.png"
+INDEX = INDEX_FILE
+CMA_PLOT, HISTORY_PLOT, LOOSENESS_PLOT, FRONT_PLOT = RUN_PLOTS
 GENERATION_PLOT = "generation_loss_plot.png"
 STATS = "stats.json"
 LOSS_PLOT = "loss_plot.png"
 GIF = "summary.gif"
 THUMBNAILS = "thumbnails.png"
-TARGETS = "targets"
-BASELINE = "baseline"
-BEST = "best"
+TARGETS = TARGETS_FOLDER
+BASELINE = BASELINE_FOLDER
+BEST = BEST_FOLDER
 
 
 def generation_dir(run_dir: Path, generation: int) -> Path:
-    return Path(run_dir) / f"{generation:08d}"
-
-
-def individual_dir(run_dir: Path, generation: int, individual_id: str) -> Path:
-    return generation_dir(run_dir, generation) / individual_id
+    return (Path(run_dir) / individual_folder(generation, "x")).parent
 
 
 def image_name(seed: int) -> str:

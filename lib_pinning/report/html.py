@@ -1,20 +1,24 @@
 """index.html: one static page with its CSS and script inlined and the run's data inlined once, as JSON.
 
 It needs no network. User strings (prompts, options) reach the page only inside that JSON, with `<`, `>` and
-`&` escaped so no text can close the script element, and the script puts them on screen with textContent.
+`&` escaped so no text can close the script element, and the script puts them on screen with textContent. The
+page's data uses the record's own field names (lib_pinning.record).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
+from ..record import RunRecord
 from . import files
 
 ASSETS = Path(__file__).parent / "assets"
 PLOT_TITLES = {files.CMA_PLOT: "CMA-ES state per generation", files.HISTORY_PLOT: "Loss per evaluation",
                files.LOOSENESS_PLOT: "Which words are pinned", files.FRONT_PLOT: "Size limiter: loss vs distance"}
-INDIVIDUAL_FIELDS = ("id", "loss", "prompt", "negative_prompt", "seconds_render", "seconds_loss")
+INDIVIDUAL_FIELDS = ("folder", "id", "loss", "prompt", "negative_prompt", "seconds_render", "seconds_loss")
+GENERATION_FIELDS = ("index", "best_loss", "mean_loss", "sigma", "evaluations")
 
 
 def inline_json(data) -> str:
@@ -22,35 +26,37 @@ def inline_json(data) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def page_data(run_dir: Path, record: dict, plots: list[str], best_folder: str | None) -> dict:
+def page_data(run_dir: Path, record: RunRecord, plots: list[str]) -> dict:
     """What the page shows; individuals as rows of one shared column list, to keep thousands of them small."""
+    best = record.best and {**dataclasses.asdict(record.best), "images": files.BEST}
+    best and best.pop("weights")
     return {
-        "status": record.get("status"),
-        "message": record.get("message"),
-        "baseline": record.get("baseline") and {**_prompt_fields(record["baseline"]), "folder": files.BASELINE},
-        "best": record.get("best") and {**_prompt_fields(record["best"]), "generation": record["best"]["generation"],
-                                        "folder": best_folder, "images": files.BEST},
-        "seeds": record["options"].get("seeds", []),
+        "status": record.status,
+        "ending": record.ending and dataclasses.asdict(record.ending),
+        "prompt": record.prompt,
+        "negative_prompt": record.negative_prompt,
+        "baseline": record.baseline and {name: getattr(record.baseline, name)
+                                         for name in ("loss", "prompt", "negative_prompt", "folder")},
+        "best": best,
+        "seeds": record.render.seeds,
         "targets": sorted(path.name for path in (Path(run_dir) / files.TARGETS).glob("*.png")),
         "plots": [{"file": name, "title": PLOT_TITLES[name]} for name in plots],
-        "generations": [{"index": generation["index"], "best_loss": generation["best_loss"],
-                         "mean_loss": generation["mean_loss"], "sigma": generation["sigma"],
-                         "evaluations": generation["evaluations"]} for generation in record["generations"]],
+        "generations": [{name: getattr(generation, name) for name in GENERATION_FIELDS}
+                        for generation in record.generations],
         "columns": ["generation", *INDIVIDUAL_FIELDS],
-        "individuals": [[generation["index"], *(individual.get(name) for name in INDIVIDUAL_FIELDS)]
-                        for generation in record["generations"] for individual in generation["individuals"]],
-        "frozen": record.get("genome", {}).get("frozen", []),
-        "options": record["options"],
+        "individuals": [[generation.index, *(getattr(individual, name) for name in INDIVIDUAL_FIELDS)]
+                        for generation in record.generations for individual in generation.individuals],
+        "frozen": record.genome.frozen,
+        "notices": record.notices,
+        "options": {**record.resolved, "render": dataclasses.asdict(record.render),
+                    "objective": {"mode": record.objective.mode, "targets": record.objective.target_count,
+                                  "tree": record.objective.tree}},
     }
 
 
-def _prompt_fields(entry: dict) -> dict:
-    return {"prompt": entry["prompt"], "negative_prompt": entry["negative_prompt"], "loss": entry["loss"]}
-
-
-def index_html(run_dir: Path, record: dict, plots: list[str], best_folder: str | None) -> str:
+def index_html(run_dir: Path, record: RunRecord, plots: list[str]) -> str:
     page = (ASSETS / "index.html").read_text(encoding="utf-8")
     page = page.replace("/*CSS*/", (ASSETS / "report.css").read_text(encoding="utf-8"))
     page = page.replace("/*JS*/", (ASSETS / "report.js").read_text(encoding="utf-8"))
     before, after = page.split("/*DATA*/")  # the data goes in last, so nothing inside it is ever replaced
-    return before + inline_json(page_data(run_dir, record, plots, best_folder)) + after
+    return before + inline_json(page_data(run_dir, record, plots)) + after

@@ -1,7 +1,9 @@
 """A daemon thread that writes report files while the search goes on.
 
 Jobs run in the order they were queued. A job that fails (a full disk, say) is logged once and counted, the
-jobs after it still run, and `failure()` tells the owner at the end what went wrong.
+jobs after it still run, and `failure()` tells the owner at the end what went wrong. A job is either pixels
+(images that exist nowhere else) or derived (files a rebuild makes again from run.json and the pixels): after
+`hurry()`, queued derived jobs are skipped and counted, pixels are always written.
 
 The queue is bounded twice: in jobs, and in the bytes of the pixel arrays its jobs hold. When the writer falls
 behind (a few-step sampler at 1024², say, renders faster than one thread encodes its PNGs and GIFs), the search
@@ -33,9 +35,16 @@ class BackgroundWriter:
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
         self.failures: list[str] = []
+        self.hurried = False
+        self.skipped = 0
 
-    def submit(self, what: str, job: Callable, *args) -> None:
-        """Queue `job(*args)`; `what` names the files it writes, for the error message.
+    def hurry(self) -> None:
+        """From now on skip derived jobs: only pixels are still written."""
+        self.hurried = True
+
+    def submit(self, what: str, job: Callable, *args, derived: bool = False) -> None:
+        """Queue `job(*args)`; `what` names the files it writes, for the error message; `derived`: a rebuild can
+        make them again (see `hurry`).
 
         Waits while the queue is full. A job bigger than the whole byte budget waits for an idle writer and then
         goes alone, so it is never refused.
@@ -47,7 +56,7 @@ class BackgroundWriter:
                 self._thread.start()
             self._changed.wait_for(lambda: not self._pending or (
                 len(self._pending) < self.max_jobs and self._pending_bytes + size <= self.max_bytes))
-            self._enqueue((what, job, args), size)
+            self._enqueue((what, job, args, derived), size)
 
     def finish(self) -> None:
         """Wait until every queued job has run, then stop the thread."""
@@ -83,9 +92,12 @@ class BackgroundWriter:
                 if item is None:  # finish()
                     self._pending.popleft()
                     return
-            what, job, args = item
+            what, job, args, derived = item
             try:
-                self.run(what, job, *args)
+                if derived and self.hurried:
+                    self.skipped += 1
+                else:
+                    self.run(what, job, *args)
             except BaseException as error:  # e.g. SystemExit: the queue must not lose its only writer
                 self._failed(what, error)
             finally:

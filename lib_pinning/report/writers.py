@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..record import Best, Generation, Individual, RunRecord
 from . import files, html, run_figures
 from .context import RunContext
-from .figures import LossPlot, generation_figure, png
+from .figures import GenerationPlot, LossPlot, png
 from .images import gif_bytes, png_bytes, read_png, thumbnail_strip
 from .stats import individual_stats
 
@@ -39,65 +40,50 @@ def write_batch_summary(folder: Path, pixels: np.ndarray) -> None:
     files.write_bytes(folder / files.GIF, gif_bytes(pixels))
 
 
-def write_baseline(context: RunContext, baseline: dict, pixels: np.ndarray) -> None:
-    folder = context.run_dir / files.BASELINE
-    write_images(context, folder, baseline["prompt"], baseline["negative_prompt"], pixels)
-    write_batch_summary(folder, pixels)
-
-
-def write_individual(context: RunContext, generation: dict, individual: dict, pixels: np.ndarray | None,
+def write_individual(context: RunContext, generation: Generation, individual: Individual, pixels: np.ndarray | None,
                      loss_plot: LossPlot) -> None:
     """stats.json, loss_plot.png and, when its images exist, the thumbnails and the GIF of one individual."""
-    folder = files.individual_dir(context.run_dir, generation["index"], individual["id"])
+    folder = context.run_dir / individual.folder
     files.write_json(folder / files.STATS, individual_stats(context, generation, individual))
-    title = f"{individual['id']}: loss {individual['loss']:.4f}"
-    plot = loss_plot.png(title, individual["loss"], individual.get("pair_losses", []),
-                         individual.get("image_losses", []))
+    title = f"{individual.id}: loss {individual.loss:.4f}"
+    plot = loss_plot.png(title, individual.loss, individual.pair_losses, individual.image_losses)
     files.write_bytes(folder / files.LOSS_PLOT, plot)
     if pixels is not None:
         write_batch_summary(folder, pixels)
 
 
-def write_generation(run_dir: Path, generation: dict) -> None:
-    path = files.generation_dir(run_dir, generation["index"]) / files.GENERATION_PLOT
-    files.write_bytes(path, png(generation_figure(generation)))
+def write_generation(run_dir: Path, generation: Generation, plot: GenerationPlot) -> None:
+    path = files.generation_dir(run_dir, generation.index) / files.GENERATION_PLOT
+    files.write_bytes(path, plot.png(generation))
 
 
-def best_folder(record: dict) -> str | None:
-    """The run-relative folder holding the best individual's images ("baseline" when nothing beat it)."""
-    best = record.get("best")
-    if best is None:
-        return None
-    if best["generation"] < 0:
-        return files.BASELINE
-    generation = next((g for g in record["generations"] if g["index"] == best["generation"]), {"individuals": []})
-    for individual in generation["individuals"]:
-        if individual["loss"] == best["loss"] and individual["weights"] == best["weights"]:
-            return f"{generation['index']:08d}/{individual['id']}"
-    return None
+def write_best(context: RunContext, best: Best, pixels: np.ndarray) -> None:
+    write_images(context, context.run_dir / files.BEST, best.prompt, best.negative_prompt, pixels)
 
 
-def write_best(context: RunContext, record: dict, pixels: np.ndarray) -> None:
-    best = record["best"]
-    write_images(context, context.run_dir / files.BEST, best["prompt"], best["negative_prompt"], pixels)
-
-
-def run_plots(record: dict) -> dict:
+def run_plots(record: RunRecord) -> dict:
     """The per-run plots this record gets (none before a generation has finished): file name -> figure maker."""
-    if not record["generations"]:
+    if not record.generations:
         return {}
     plots = {files.CMA_PLOT: run_figures.cma_figure, files.HISTORY_PLOT: run_figures.history_figure,
              files.LOOSENESS_PLOT: run_figures.looseness_figure}
-    if record["options"]["search"].get("size_limit", 0) > 0:
+    if record.resolved.get("size_limit", 0) > 0:
         plots[files.FRONT_PLOT] = run_figures.front_figure
     return plots
 
 
-def write_run(run_dir: Path, record: dict) -> None:
+def write_run(run_dir: Path, record: RunRecord) -> None:
     """The per-run plots and index.html."""
     run_dir = Path(run_dir)
     plots = run_plots(record)
     for name, figure in plots.items():
         files.write_bytes(run_dir / name, png(figure(record)))
-    page = html.index_html(run_dir, record, list(plots), best_folder(record))
-    files.write_bytes(run_dir / files.INDEX, page.encode("utf-8"))
+    write_index(run_dir, record, list(plots))
+
+
+def write_index(run_dir: Path, record: RunRecord, plots: list[str] | None = None) -> None:
+    """index.html, showing `plots` (default: those already in the folder)."""
+    run_dir = Path(run_dir)
+    if plots is None:
+        plots = [name for name in run_plots(record) if (run_dir / name).is_file()]
+    files.write_bytes(run_dir / files.INDEX, html.index_html(run_dir, record, plots).encode("utf-8"))

@@ -2,21 +2,23 @@
 
 Every individual renders the user's settings with the same seeds; only the prompt text differs, written in
 plain A1111 emphasis syntax, so the pinned prompt reproduces its images in vanilla txt2img. Images stay in
-memory (nothing is saved by A1111); the report writes them. The WebUI's progress bar, Interrupt and Skip are
-wired here: a render cut short is never scored, it ends the run with every finished generation kept.
+memory (nothing is saved by A1111); the report writes them. Each batch comes back with the WebUI's own PIL
+images and infotexts as its payload, which the result of the run shows. The WebUI's progress bar, Interrupt and
+Skip are wired here: a render cut short is never scored, it ends the run with every finished generation kept.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from modules import devices, processing, shared
 from PIL import Image
 
-from ..engine import RunStopped
-from ..objective import image_to_tensor
+from ..images import image_to_tensor
+from ..observer import Observer
+from ..rendering import Rendered, RunStopped
 from . import samplers
 
 
@@ -32,21 +34,21 @@ def seeds_of(p) -> list[int]:
     return _per_image(p, p.seed, 1 if p.subseed_strength == 0 else 0)  # variation seeds keep one seed
 
 
+def subseeds_of(p) -> list[int]:
+    return _per_image(p, p.subseed, 1)
+
+
 FORGE_PER_JOB_LISTS = ("extra_result_images", "latents_after_sampling", "pixels_after_sampling")
 
 
 class WebUIRenderer:
-    def __init__(self, p, total_renders: int, on_first_batch: Callable[[torch.Tensor], None] | None = None,
-                 fork_strength: float | None = None):
+    def __init__(self, p, total_renders: int, fork_strength: float):
         self.p = p
         self.seeds = seeds_of(p)
-        self.subseeds = _per_image(p, p.subseed, 1)
+        self.subseeds = subseeds_of(p)
         self.total_renders = total_renders
         self.rendered = 0
-        self.on_first_batch = on_first_batch
         self.fork_strength = fork_strength  # for the Hyperbatch samplers (lib_pinning.webui.samplers)
-        # The last render() call's PIL images and A1111 infotexts by prompt (the run keeps the best's).
-        self.outputs: dict[tuple[str, str], tuple[list[Image.Image], list[str]]] = {}
         self.device = devices.device
 
     @staticmethod
@@ -69,10 +71,9 @@ class WebUIRenderer:
         for collected in FORGE_PER_JOB_LISTS:
             if hasattr(job, collected):
                 setattr(job, collected, [])
-        if self.fork_strength is not None:
-            # An attribute, not an override: overridden settings are written back after every job, which
-            # --freeze-settings forbids.
-            setattr(job, samplers.FORK_STRENGTH_SETTING, self.fork_strength)
+        # An attribute, not an override: overridden settings are written back after every job, which
+        # --freeze-settings forbids.
+        setattr(job, samplers.FORK_STRENGTH_SETTING, self.fork_strength)
         return job
 
     def _pictures(self, job, processed) -> tuple[list[Image.Image], list[str]]:
@@ -84,7 +85,7 @@ class WebUIRenderer:
         return (processed.images[first::per_seed][:batch],
                 processed.infotexts[first:first + batch])
 
-    def _render_one(self, positive: str, negative: str) -> torch.Tensor:
+    def _render_one(self, positive: str, negative: str) -> Rendered:
         self.rendered += 1
         images, infotexts = [], []
         for iteration in range(self.p.n_iter):
@@ -100,17 +101,17 @@ class WebUIRenderer:
             infotexts += texts
         if len(images) != len(self.seeds):
             raise RuntimeError(f"the WebUI returned {len(images)} images for {len(self.seeds)} seeds")
-        self.outputs[(positive, negative)] = (images, infotexts)
         batch = torch.stack([image_to_tensor(image) for image in images]).to(self.device)
-        if self.rendered == 1 and self.on_first_batch is not None:
-            self.on_first_batch(batch)
-        return batch
+        return Rendered(batch, (images, infotexts))
 
-    def render(self, prompts: Sequence[tuple[str, str]]) -> list[torch.Tensor]:
-        self.outputs = {}
+    def render(self, prompts: Sequence[tuple[str, str]]) -> list[Rendered]:
         return [self._render_one(positive, negative) for positive, negative in prompts]
 
-    def show_preview(self, images: torch.Tensor) -> None:
-        """Best so far as the preview between renders (A1111's live previews replace it while sampling)."""
-        array = (images[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
-        shared.state.assign_current_image(Image.fromarray(array))
+
+class Preview(Observer):
+    """The best images so far as the WebUI's preview between renders (its live previews replace them while a
+    batch samples)."""
+
+    def on_best(self, record, rendered: Rendered) -> None:
+        images, _ = rendered.payload
+        shared.state.assign_current_image(images[0])

@@ -1,14 +1,15 @@
 """`run(p, *args)` of the "Prompt pinning" script: check everything, run the engine, return the best images.
 
-Bad input raises `PinningInputError` before anything renders (A1111 shows its message in the UI and the API
-response). A fault mid-run (out of memory, a NaN loss, a full disk) or Interrupt/Skip ends the run with its
-finished generations: the best images so far come back, with a comment that says what happened and where the
-report is.
+The job comes from the same builder as on the command line (lib_pinning.job); this module only says what the
+WebUI knows about rendering (its seeds, sampler, steps, size, checkpoint) and brings its renderer. Bad input
+raises `PinningInputError` before anything renders (A1111 shows its message in the UI, the API answers HTTP 422).
+A fault mid-run (out of memory, a NaN loss, a full disk) or Interrupt/Skip ends the run with its finished
+generations: the best images so far come back, with a comment that says what happened and where the report is.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import logging
 import threading
 from pathlib import Path
 
@@ -16,15 +17,17 @@ import torch
 from fastapi import HTTPException
 from modules import devices, processing, shared
 
-from ..engine import PinningJob, PinningRun
-from ..genome import PromptError, build_genome
-from ..hyperbatch import HyperbatchWeights
-from ..objective import Objective, TargetError, prepare_targets
-from ..runfile import new_run_dir
-from ..search import SearchOptions
-from . import controls, samplers, targets, text_model
-from .renderer import WebUIRenderer
+from ..engine import ResumeRefused, RunResult, run_pinning
+from ..errors import InputError
+from ..job import Job, RenderPlan, build_job, resume_differences
+from ..options import AUTO, FORK_STRENGTH_DEFAULT, PinOptions, parse
+from ..record import TARGETS_FOLDER, RenderRecord, RunRecord, read_record
+from ..report import ReportRecorder
+from ..runfile import RunLock, new_run_dir
+from . import samplers, script_args, targets, text_model
+from .renderer import Preview, WebUIRenderer, seeds_of, subseeds_of
 
+log = logging.getLogger(__name__)
 RUNS_FOLDER = "prompt_pins"
 # The WebUI's own queue already runs one job at a time; this guards code that calls `run` directly.
 _one_run_at_a_time = threading.Lock()
@@ -55,22 +58,10 @@ class PinningRunError(_MessageError):
 
 def _styled_prompts(p) -> tuple[str, str]:
     if not isinstance(p.prompt, str) or not isinstance(p.negative_prompt, str):
-        raise PinningInputError("Prompt pinning needs one prompt, not a list of prompts")
+        raise InputError("Prompt pinning needs one prompt, not a list of prompts")
     styles = getattr(p, "styles", None) or []
     return (shared.prompt_styles.apply_styles_to_prompt(p.prompt, styles),
             shared.prompt_styles.apply_negative_styles_to_prompt(p.negative_prompt, styles))
-
-
-@dataclasses.dataclass
-class _Plan:
-    settings: controls.PinSettings
-    search: SearchOptions
-    target_images: list
-    genome: object
-    prompt: str
-    negative_prompt: str
-    weighting: HyperbatchWeights | None
-    notices: list
 
 
 def _sampled_steps(p) -> int:
@@ -83,138 +74,157 @@ def _sampled_steps(p) -> int:
     return int(min(p.denoising_strength, 0.999) * p.steps) + 1
 
 
-def _plan(p, values) -> _Plan:
-    """Every check that can fail before rendering."""
-    settings = controls.decode(values)
-    target_images = targets.decode_targets(settings.targets)
+def inherited_fork_strength(p) -> float:
+    """What fork strength -1 means for this job: the strength its pasted infotext overrides, else the setting."""
+    overridden = (p.override_settings or {}).get(samplers.FORK_STRENGTH_SETTING)
+    if overridden is not None:
+        return float(overridden)
+    return float(getattr(shared.opts, samplers.FORK_STRENGTH_SETTING, FORK_STRENGTH_DEFAULT))
+
+
+def _render_plan(p, prompt: str) -> RenderPlan:
+    checkpoint = getattr(getattr(shared.sd_model, "sd_checkpoint_info", None), "name_for_extra", None)
+    extra = {"batch_size": p.batch_size, "n_iter": p.n_iter, "prompt_as_typed": p.prompt,
+             "styles": list(getattr(p, "styles", None) or []), "subseeds": subseeds_of(p),
+             "img2img": getattr(p, "init_images", None) is not None}
+    record = RenderRecord(seeds_of(p), p.sampler_name or "", getattr(p, "scheduler", None), p.steps, p.cfg_scale,
+                          p.width, p.height, checkpoint, extra)
+    return RenderPlan(record, _sampled_steps(p), p.batch_size, inherited_fork_strength(p))
+
+
+def _plan(p, options: PinOptions) -> Job:
+    """Every check that can fail before rendering, then the job."""
+    target_images = targets.decode_targets(options.targets)
     prompt, negative = _styled_prompts(p)
     processing.fix_seed(p)
-    images_per_individual = p.batch_size * p.n_iter
-    if images_per_individual < 2:
-        raise PinningInputError("Prompt pinning compares the images of a batch: set Batch size (or Batch "
-                                "count) so that there are at least 2 images")
+    if p.batch_size * p.n_iter < 2:
+        raise InputError("Prompt pinning compares the images of a batch: set Batch size (or Batch count) so that "
+                         "there are at least 2 images")
     init_images = getattr(p, "init_images", None) or []
     if 1 < len(init_images) != p.batch_size:
-        raise PinningInputError(f"img2img with {len(init_images)} input images: set Batch size to "
-                                f"{len(init_images)} (one image per row) or give one image")
-    genome = build_genome(prompt, negative, settings.granularity,
-                          embeddings=text_model.embedding_names())
-    search = settings.search_for(p.seed)
-    search.resolved(len(genome))  # raises on bad CMA-ES options
-    sampler, steps = p.sampler_name or "", _sampled_steps(p)
-    notices = [f"passed through unchanged: {', '.join(genome.frozen)}"] if genome.frozen else []
-    notices += settings.notices(sampler, steps, p.batch_size, len(target_images))
-    return _Plan(settings, search, target_images, genome, prompt, negative,
-                 settings.weighting(sampler, steps, p.batch_size), notices)
+        raise InputError(f"img2img with {len(init_images)} input images: set Batch size to {len(init_images)} (one "
+                         "image per row) or give one image")
+    plan = _render_plan(p, prompt)
+
+    def make_renderer(resolved: PinOptions) -> WebUIRenderer:
+        return WebUIRenderer(p, 1 + resolved.generations * resolved.lambda_, resolved.fork_strength)
+
+    return build_job(options, prompt, negative, plan, make_renderer, targets=target_images,
+                     target_sources=[f"upload {index + 1}" for index in range(len(target_images))],
+                     embeddings=text_model.embedding_names())
 
 
-def run(p, *values):
-    """The script's `run`: returns a `Processed` with the best individual's images."""
+def _runs_folder(p) -> Path:
+    return Path(p.outpath_samples or "outputs") / RUNS_FOLDER
+
+
+def _resume_plan(p, options: PinOptions) -> tuple[Job, RunRecord, Path]:
+    """The job that continues the run named by `options.resume`: the run's own options and targets (its targets
+    folder holds them at render size), the budget raised by a larger Generations; refused where p differs."""
+    text = options.resume.strip()
+    folder = _runs_folder(p) / f"{int(text):08d}" if text.isdigit() else Path(text)
+    record = read_record(folder)
+    if record.render.model == "embedded":
+        raise InputError(f"the run in {str(folder)!r} was made on the command line's embedded model: resume it "
+                         "there (python -m lib_pinning pin --resume DIR)")
+    targets = sorted((folder / TARGETS_FOLDER).glob("target-*.png"), key=lambda path: int(path.stem.split("-")[1]))
+    given = record.objective.target_source == "given"
+    recorded = {name: value for name, value in record.options.items() if name not in ("targets", "resume")}
+    if options.generations != AUTO:
+        recorded["generations"] = options.generations
+    job = _plan(p, parse(PinOptions, {**recorded, "targets": [str(path.resolve()) for path in targets] if given
+                                      else []}))
+    problems = resume_differences(record, job.record)
+    if problems:
+        raise InputError("the run cannot be resumed with these settings: " + "; ".join(problems))
+    return job, record, folder
+
+
+def run(p, values, sent: int | None = None):
+    """The script's `run`: returns a `Processed` with the best individual's images.
+
+    `values`: the script's arguments; `sent`: how many the client sent (lib_pinning.webui.script_args).
+    """
     if not _one_run_at_a_time.acquire(blocking=False):
         raise PinningInputError("another Prompt pinning run is in progress in this WebUI; wait for it to end")
     try:
         try:
-            plan = _plan(p, values)
-        except (PromptError, TargetError, controls.SettingsError, ValueError) as error:
+            options = script_args.decode(values, sent)
+            if options.resume.strip():
+                job, record, folder = _resume_plan(p, options)
+                lock = RunLock(folder).acquire()
+            else:
+                job, record = _plan(p, options), None
+                folder = new_run_dir(_runs_folder(p))
+                lock = RunLock(folder).acquire()
+        except InputError as error:
             raise PinningInputError(str(error)) from None
-        return _pin(p, plan)
+        with lock:
+            return _pin(p, job, folder, record)
     finally:
         _one_run_at_a_time.release()
 
 
-def _pin(p, plan: _Plan):
-    search = plan.search
-    resolved = search.resolved(len(plan.genome))
-    total_renders = 1 + resolved.generations * resolved.lambda_
-    objective = Objective(None, plan.settings.loss_mode, plan.weighting)
-
-    def targets_at_render_size(first_batch: torch.Tensor) -> None:
-        if plan.target_images and plan.settings.loss_mode != "consistency":
-            loaded, resized = prepare_targets(plan.target_images, tuple(first_batch.shape[-2:]))
-            plan.notices.extend(resized)
-            objective.set_targets(loaded.to(first_batch.device))
-
-    strength = _fork_strength(p, plan.settings)
-    renderer = WebUIRenderer(p, total_renders, targets_at_render_size, strength)
-    run_dir = new_run_dir(Path(p.outpath_samples or "outputs") / RUNS_FOLDER)
-    best_outputs = {}
-
-    def on_best(best: dict, images: torch.Tensor) -> None:
-        best_outputs["images"] = renderer.outputs.get((best["prompt"], best["negative_prompt"]))
-        renderer.show_preview(images)
-
-    shared.state.job_count = total_renders * p.n_iter
-    shared.total_tqdm.updateTotal(total_renders * p.n_iter * _sampled_steps(p))
-    for notice in plan.notices:
-        print(f"Prompt pinning: {notice}")
-    job = PinningJob(plan.genome, renderer, objective, search, run_dir, _options_record(p, plan, strength),
-                     should_stop=renderer.stop_requested, progress=False, on_best=on_best)
-    pinning = PinningRun(job)
+def _pin(p, job: Job, folder: Path, resume: RunRecord | None):
+    renderer = job.renderer
+    job.run_dir = folder
+    job.observers = [Preview(), ReportRecorder(folder, complete=resume is not None)]
+    job.should_stop = renderer.stop_requested
+    shared.state.job_count = renderer.total_renders * p.n_iter
+    shared.total_tqdm.updateTotal(renderer.total_renders * p.n_iter * _sampled_steps(p))
     try:
-        pinning.run()
-    except Exception as error:  # recorded as "failed" in run.json; the finished generations are kept
-        pinning.record["message"] = _fault_message(error)
-        print(f"Prompt pinning: the run failed: {pinning.record['message']}")
+        result = run_pinning(job, resume)
+    except ResumeRefused as error:
+        raise PinningInputError(str(error)) from None
+    if result.status == "failed":
+        log.error("the run failed: %s", result.record.ending.message)
         devices.torch_gc()
-    return _processed(p, pinning.record, best_outputs.get("images"), run_dir, plan.notices, renderer.subseeds)
+    return _processed(p, result, renderer.subseeds)
 
 
-def _fork_strength(p, settings: controls.PinSettings) -> float:
-    """The control's strength; at its default, a strength the job already overrides (a pasted infotext) wins."""
-    overridden = (p.override_settings or {}).get(samplers.FORK_STRENGTH_SETTING)
-    if overridden is not None and settings.fork_strength == controls.default_of("fork_strength"):
-        return float(overridden)
-    return settings.fork_strength
-
-
-def _fault_message(error: Exception) -> str:
-    if isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower():
+def failure_message(result: RunResult) -> str:
+    """Why a failed run failed, in the user's terms (out of memory says what to change)."""
+    error = result.error
+    if error is not None and (isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower()):
         return "out of GPU memory: lower the batch size or the image size"
-    return f"{type(error).__name__}: {error}"
+    return result.record.ending.message
 
 
-def _options_record(p, plan: _Plan, fork_strength: float) -> dict:
-    checkpoint = getattr(getattr(shared.sd_model, "sd_checkpoint_info", None), "name_for_extra", None)
-    return {"prompt": plan.prompt, "negative_prompt": plan.negative_prompt, "prompt_as_typed": p.prompt,
-            "styles": list(getattr(p, "styles", None) or []), "targets": len(plan.target_images),
-            "batch_size": p.batch_size, "n_iter": p.n_iter, "steps": p.steps, "sampler": p.sampler_name,
-            "schedule": getattr(p, "scheduler", None), "cfg_scale": p.cfg_scale, "width": p.width,
-            "height": p.height, "seed": int(p.seed), "granularity": plan.settings.granularity,
-            "fork_strength": fork_strength, "model": checkpoint,
-            "hyperbatch_weights": None if plan.weighting is None else dataclasses.asdict(plan.weighting),
-            "controls": plan.settings.raw, "webui": True}
+def summary(result: RunResult) -> str:
+    """How the run ended, in one phrase: done (and why it stopped), interrupted or failed (and why)."""
+    finished = len(result.record.generations)
+    if result.status == "done":
+        return f"done after {finished} generations: {result.record.ending.message}"
+    if result.status == "interrupted":
+        return f"stopped after {finished} finished generations"
+    return f"failed after {finished} finished generations: {failure_message(result)}"
 
 
-def _processed(p, record: dict, outputs, run_dir: Path, notices: list, subseeds: list[int]):
-    status = record["status"]
+def _processed(p, result: RunResult, subseeds: list[int]):
+    record, run_dir = result.record, result.run_dir
     report = run_dir / "index.html"
-    if outputs is None:  # stopped or failed before the first batch was finished: nothing to show
-        if status == "failed":
+    if result.best is None or record.best is None:  # stopped or failed before the first batch was scored
+        if record.status == "failed":
             raise PinningRunError(f"Prompt pinning failed before the first batch was rendered: "
-                                  f"{record.get('message', '')}")
+                                  f"{failure_message(result)}")
         p.comment("Prompt pinning was stopped before the first batch was rendered.")
         return processing.Processed(p, [], seed=int(p.seed), info="")
-    images, infotexts = outputs
-    best, baseline = record["best"], record["baseline"]
-    finished = len(record["generations"])
-    summary = {"done": f"done after {finished} generations",
-               "interrupted": f"stopped after {finished} finished generations",
-               "failed": f"failed after {finished} finished generations: {record.get('message', '')}"}[status]
-    found = ("nothing beat the prompt as written" if best["generation"] < 0
-             else f"from generation {best['generation']}")
-    p.comment(f"Prompt pinning {summary}. Best loss {best['loss']:.4f} ({found}; the prompt as written: "
-              f"{baseline['loss']:.4f}).")
-    for notice in notices:
+    images, infotexts = result.best.payload
+    best, baseline = record.best, record.baseline
+    found = "nothing beat the prompt as written" if best.generation < 0 else f"from generation {best.generation}"
+    p.comment(f"Prompt pinning {summary(result)}. Best loss {best.loss:.4f} ({found}; the prompt as written: "
+              f"{baseline.loss:.4f}).")
+    for notice in record.notices:
         p.comment(f"Notice: {notice}.")
     p.comment(f"Report: {report.resolve()} (in the browser: /file={report.resolve()})")
     processed = processing.Processed(
-        p, list(images), seed=int(p.seed), info=infotexts[0], all_prompts=[best["prompt"]] * len(images),
-        all_negative_prompts=[best["negative_prompt"]] * len(images), all_seeds=list(record["options"]["seeds"]),
+        p, list(images), seed=int(p.seed), info=infotexts[0], all_prompts=[best.prompt] * len(images),
+        all_negative_prompts=[best.negative_prompt] * len(images), all_seeds=list(record.render.seeds),
         subseed=subseeds[0], all_subseeds=list(subseeds), infotexts=list(infotexts))
-    processed.prompt, processed.negative_prompt = best["prompt"], best["negative_prompt"]
+    processed.prompt, processed.negative_prompt = best.prompt, best.negative_prompt
     # For API clients: the response's `info` carries extra_generation_params (the infotexts are already made).
     processed.extra_generation_params = {**processed.extra_generation_params, "Prompt pinning": {
-        "status": status, "report": str(report.resolve()), "run_folder": str(run_dir.resolve()),
-        "best_loss": best["loss"], "baseline_loss": baseline["loss"], "generations": finished,
-        "notices": list(notices)}}
+        "status": record.status, "cause": record.ending.cause if record.ending else None,
+        "report": str(report.resolve()), "run_folder": str(run_dir.resolve()), "best_loss": best.loss,
+        "baseline_loss": baseline.loss, "generations": len(record.generations), "notices": list(record.notices)}}
     return processed

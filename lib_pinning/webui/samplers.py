@@ -9,10 +9,15 @@ ControlNet (Forge's, or the sd-webui-controlnet extension with a unit on).
 
 from __future__ import annotations
 
+import logging
+
 from modules import sd_samplers, sd_samplers_common, sd_samplers_kdiffusion, shared
 
+from ..options import FORK_STRENGTH_DEFAULT, PinOptions, spec_of
 from ..samplers import SAMPLERS
 from .bridge import bridge
+
+log = logging.getLogger(__name__)
 
 # A1111's options for each sampler, as for the plain sampler of the same name (sd_samplers_kdiffusion).
 A1111_OPTIONS = {
@@ -22,7 +27,8 @@ A1111_OPTIONS = {
     "DPM++ 2M SDE Hyperbatch": {"scheduler": "exponential", "brownian_noise": True},
 }
 FORK_STRENGTH_SETTING = "hyperbatch_fork_strength"
-FORK_STRENGTH_INFOTEXT = "Hyperbatch fork strength"
+FORK_STRENGTH = spec_of(PinOptions, "fork_strength")  # the setting has the script control's range and infotext key
+FORK_STRENGTH_INFOTEXT = FORK_STRENGTH.infotext
 
 
 def fork_strength(model) -> float:
@@ -30,7 +36,7 @@ def fork_strength(model) -> float:
     p = getattr(model, "p", None)
     strength = getattr(p, FORK_STRENGTH_SETTING, None)
     if strength is None:
-        strength = getattr(shared.opts, FORK_STRENGTH_SETTING, 1.0)
+        strength = getattr(shared.opts, FORK_STRENGTH_SETTING, FORK_STRENGTH_DEFAULT)
     if p is not None:  # always written: a pasted infotext must not take the strength from the pasting WebUI
         p.extra_generation_params[FORK_STRENGTH_INFOTEXT] = float(strength)
     return float(strength)
@@ -42,7 +48,7 @@ _said: set[str] = set()
 def _say_once(message: str) -> None:
     if message not in _said:
         _said.add(message)
-        print(message)
+        log.info(message)
 
 
 def _kdiffusion_sampler(function, model, extra_params: list[str]):
@@ -131,6 +137,6 @@ def add_settings() -> None:
     import gradio as gr
 
     shared.opts.add_option(FORK_STRENGTH_SETTING, shared.OptionInfo(
-        1.0, "Hyperbatch fork strength: noise a fork gives each child (0: copies, 1: one ancestral step)",
-        gr.Slider, {"minimum": 0.0, "maximum": 2.0, "step": 0.05},
+        FORK_STRENGTH_DEFAULT, f"{FORK_STRENGTH_INFOTEXT}: {FORK_STRENGTH.help}", gr.Slider,
+        {"minimum": FORK_STRENGTH.minimum, "maximum": FORK_STRENGTH.maximum, "step": FORK_STRENGTH.step},
         section=("sampler-params", "Sampler parameters"), infotext=FORK_STRENGTH_INFOTEXT))

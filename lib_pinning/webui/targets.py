@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..objective import TargetError, decode_image
+from ..images import TargetError, decode_image
 
 # Larger targets are refused rather than decoded: FLIP at this size would dwarf any render.
 MAX_TARGET_PIXELS = 4096 * 4096

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lib_pinning.webui.controls import CONTROLS, script_args
+from lib_pinning.options import SCRIPT_CONTROLS
+from lib_pinning.webui.script_args import control_default, positional
 
 from live_support import decode_image, encode_image
 
@@ -37,10 +38,10 @@ def test_the_api_sees_every_control_in_script_args_order_with_its_default(webui)
     infos = [info for info in webui.get("/sdapi/v1/script-info") if info["name"] == SCRIPT.lower()]
     assert {info["is_img2img"] for info in infos} == {False, True}
     for info in infos:
-        assert [arg["label"] for arg in info["args"]] == [control.label for control in CONTROLS]
-        for arg, control in zip(info["args"], CONTROLS):
-            if control.kind != "files":
-                assert arg["value"] == control.default, control.key
+        assert [arg["label"] for arg in info["args"]] == [spec.label for spec in SCRIPT_CONTROLS]
+        for arg, spec in zip(info["args"], SCRIPT_CONTROLS):
+            if spec.control != "files":
+                assert arg["value"] == control_default(spec), spec.name
 
 
 def test_the_hyperbatch_samplers_are_listed_once_each(webui):
@@ -87,15 +88,36 @@ def target(webui) -> str:
 
 @pytest.fixture(scope="module")
 def pinned(webui, target):
-    args = script_args(targets=[target], generations=2, lambda_=2, cma_seed=3, log=False)
+    args = positional(targets=[target], generations=2, lambda_=2, cma_seed=3, log=False)
     response = webui.post("/sdapi/v1/txt2img", {**BASE, "script_name": SCRIPT, "script_args": args})
     return response, json.loads(response["info"])
+
+
+def test_named_script_args_give_the_same_run_as_positional_ones(webui, target, pinned):
+    named = [{"targets": [target], "generations": 2, "lambda_": 2, "cma_seed": 3, "log": False}]
+    response = webui.post("/sdapi/v1/txt2img", {**BASE, "script_name": SCRIPT, "script_args": named})
+    info = json.loads(response["info"])
+    assert info["prompt"] == pinned[1]["prompt"] and info["negative_prompt"] == pinned[1]["negative_prompt"]
+    assert response["images"] == pinned[0]["images"]
+
+
+@pytest.mark.parametrize("script_args, says", [
+    ([{"generation": 2}], "unknown option: generation"),
+    ([{"sigma": 9}], "Initial sigma (sigma): must be between 0.01 and 3, got 9"),
+    (positional() + [1], f"Prompt pinning takes {len(SCRIPT_CONTROLS)} script_args in this order: targets, loss_mode"),
+    (positional()[:3], "got 3"),
+])
+def test_unknown_names_and_lists_of_the_wrong_length_answer_422(webui, script_args, says):
+    status, body = webui.request("/sdapi/v1/txt2img", {**BASE, "script_name": SCRIPT, "script_args": script_args})
+    assert status == 422 and says in body["detail"], body
+    assert webui.get("/sdapi/v1/scripts")  # still serving
 
 
 def test_a_pinning_job_returns_the_best_images_and_the_pinned_prompt(pinned):
     response, info = pinned
     assert len(response["images"]) == BASE["batch_size"]
-    assert re.search(r"\(cube:[0-9.]+\)", info["prompt"]) and "(blurry:" in info["negative_prompt"]
+    # the best individual's prompt; the prompt as written (words bare) when nothing beat it
+    assert "cube" in info["prompt"] and "blurry" in info["negative_prompt"]
     assert all(text.startswith(info["prompt"]) for text in info["infotexts"])  # infotexts carry it too
     summary = info["extra_generation_params"]["Prompt pinning"]
     assert summary["status"] == "done" and summary["generations"] == 2
@@ -110,8 +132,8 @@ def test_the_run_folder_is_written_and_its_report_is_served(webui, pinned):
     assert status == 200 and "<html" in page.lower()
     status, record = webui.request("/file=" + summary["run_folder"] + "/run.json")
     assert status == 200 and record["status"] == "done" and len(record["generations"]) == 2
-    assert record["best"]["prompt"] == info["prompt"]
-    assert record["options"]["seeds"] == [BASE["seed"], BASE["seed"] + 1]
+    assert record["best"]["prompt"] == info["prompt"] and record["ending"]["cause"] == "generations"
+    assert record["render"]["seeds"] == [BASE["seed"], BASE["seed"] + 1]
     individuals = [i for generation in record["generations"] for i in generation["individuals"]]
     assert len(individuals) == 4 and len({i["prompt"] for i in individuals}) == 4
 
@@ -128,8 +150,8 @@ def test_a_hyperbatch_pinning_with_batch_count_2_reproduces_through_its_infotext
     # Two batches per individual, a fork strength that is not the setting's: the infotext carries it, and a
     # vanilla call that takes it from there (as pasting the infotext does) gives the same images.
     base = {**BASE, "sampler_name": "DPM++ 2M Hyperbatch", "n_iter": 2, "steps": 4}
-    response = webui.post("/sdapi/v1/txt2img", {**base, "script_name": SCRIPT, "script_args": script_args(
-        generations=1, lambda_=2, log=False, fork_strength=0.5)})
+    response = webui.post("/sdapi/v1/txt2img", {**base, "script_name": SCRIPT, "script_args": [
+        {"generations": 1, "lambda_": 2, "log": False, "fork_strength": 0.5}]})
     info = json.loads(response["info"])
     assert len(response["images"]) == 4 and info["all_seeds"] == [1234, 1235, 1236, 1237]
     assert all("Hyperbatch fork strength: 0.5" in text for text in info["infotexts"])
@@ -144,12 +166,12 @@ def test_a_hyperbatch_pinning_with_batch_count_2_reproduces_through_its_infotext
     ({"targets": ["data:image/png;base64,bm90IGFuIGltYWdl"]}, {}, "target image 1"),
     ({}, {"batch_size": 1}, "at least 2 images"),
     ({}, {"prompt": "<lora:missing:1> BREAK", "negative_prompt": ""}, "no words to pin"),
-    ({"lambda_": 1}, {}, "at least 2"),
-    ({"generations": 0}, {}, "at least 1"),
+    ({"lambda_": 1}, {}, "(lambda_): must be between 2 and 1000"),
+    ({"generations": 0}, {}, "(generations): must be between 1 and 10000"),
 ])
 def test_bad_input_gets_one_clear_message_and_the_server_keeps_serving(webui, changes, payload_changes, says):
     status, body = webui.request("/sdapi/v1/txt2img", {**BASE, **payload_changes, "script_name": SCRIPT,
-                                                       "script_args": script_args(**changes)})
+                                                       "script_args": positional(**changes)})
     assert status == 422 and says in body["detail"], body
     assert webui.get("/sdapi/v1/scripts")  # still serving
 
@@ -157,7 +179,7 @@ def test_bad_input_gets_one_clear_message_and_the_server_keeps_serving(webui, ch
 def test_a_fault_before_the_first_batch_gets_one_clear_message_and_the_server_keeps_serving(webui):
     # The WebUI's own error while rendering the first batch: a hires upscaler it does not have.
     payload = {**BASE, "enable_hr": True, "hr_scale": 1.5, "hr_upscaler": "no such upscaler",
-               "hr_additional_modules": ["Use same choices"], "script_name": SCRIPT, "script_args": script_args()}
+               "hr_additional_modules": ["Use same choices"], "script_name": SCRIPT, "script_args": [{}]}
     status, body = webui.request("/sdapi/v1/txt2img", payload)
     assert status == 500, body
     assert body["detail"].startswith("Prompt pinning failed before the first batch was rendered: ")
@@ -169,7 +191,7 @@ def test_a_fault_before_the_first_batch_gets_one_clear_message_and_the_server_ke
 def test_interrupt_and_skip_end_the_run_with_its_finished_generations(webui, stop, n_iter):
     result = {}
     payload = {**BASE, "steps": 2, "n_iter": n_iter, "sampler_name": "DPM++ 2M Hyperbatch", "script_name": SCRIPT,
-               "script_args": script_args(generations=20, lambda_=2, log=False)}
+               "script_args": positional(generations=20, lambda_=2, log=False)}
     job = threading.Thread(target=lambda: result.setdefault("response", webui.request("/sdapi/v1/txt2img", payload)))
     job.start()
     deadline = time.monotonic() + 600
@@ -209,19 +231,46 @@ def test_hyperbatch_in_img2img_and_inpainting(webui, target, masked):
 
 def test_pinning_in_img2img(webui, target):
     payload = {**BASE, "init_images": [target], "denoising_strength": 0.6, "sampler_name": "Euler a Hyperbatch",
-               "steps": 6, "script_name": SCRIPT, "script_args": script_args(generations=1, lambda_=2, log=False)}
+               "steps": 6, "script_name": SCRIPT, "script_args": [{"generations": 1, "lambda_": 2, "log": False}]}
     response = webui.post("/sdapi/v1/img2img", payload)
     summary = json.loads(response["info"])["extra_generation_params"]["Prompt pinning"]
     assert summary["status"] == "done" and len(response["images"]) == BASE["batch_size"]
     assert "img2img-images/prompt_pins/" in summary["run_folder"]
     status, record = webui.request("/file=" + summary["run_folder"] + "/run.json")
-    assert record["options"]["hyperbatch_weights"]["steps"] == 4  # int(0.6 * 6) + 1 steps are sampled
+    assert record["objective"]["tree"]["steps"] == 4  # int(0.6 * 6) + 1 steps are sampled
 
 
 def test_too_few_steps_for_a_hyperbatch_fork_is_a_notice_not_a_failure(webui):
     payload = {**BASE, "sampler_name": "DPM++ 2M Hyperbatch", "steps": 2, "batch_size": 4, "script_name": SCRIPT,
-               "script_args": script_args(generations=1, lambda_=2, log=False)}
+               "script_args": [{"generations": 1, "lambda_": 2, "log": False}]}
     response = webui.post("/sdapi/v1/txt2img", payload)
     summary = json.loads(response["info"])["extra_generation_params"]["Prompt pinning"]
     assert summary["status"] == "done" and len(response["images"]) == 4
     assert any("too few to fork" in notice for notice in summary["notices"])
+
+
+def test_a_run_interrupted_through_the_api_resumes_to_the_uninterrupted_runs_prompt(webui):
+    options = {"generations": 3, "lambda_": 2, "cma_seed": 3, "log": False, "patience": 0}
+    payload = {**BASE, "steps": 2, "script_name": SCRIPT, "script_args": [options]}
+    whole = json.loads(webui.post("/sdapi/v1/txt2img", payload)["info"])
+    result = {}
+    job = threading.Thread(target=lambda: result.setdefault("response", webui.request("/sdapi/v1/txt2img", payload)))
+    job.start()
+    deadline = time.monotonic() + 600
+    while webui.get("/sdapi/v1/progress?skip_current_image=true")["state"]["job_no"] < 4:  # baseline, generation 0
+        assert time.monotonic() < deadline and job.is_alive(), "the run did not get going"
+        time.sleep(0.3)
+    webui.post("/sdapi/v1/interrupt", {})
+    job.join(600)
+    status, body = result["response"]
+    stopped = json.loads(body["info"])["extra_generation_params"]["Prompt pinning"]
+    assert status == 200 and stopped["status"] == "interrupted" and stopped["generations"] < 3
+    resumed = webui.post("/sdapi/v1/txt2img", {**payload, "script_args": [{"resume": stopped["run_folder"]}]})
+    info = json.loads(resumed["info"])
+    summary = info["extra_generation_params"]["Prompt pinning"]
+    assert summary["status"] == "done" and summary["run_folder"] == stopped["run_folder"]
+    assert info["prompt"] == whole["prompt"] and info["negative_prompt"] == whole["negative_prompt"]
+    assert summary["best_loss"] == whole["extra_generation_params"]["Prompt pinning"]["best_loss"]
+    status, refused = webui.request("/sdapi/v1/txt2img", {**payload, "seed": 77, "script_args": [
+        {"resume": stopped["run_folder"]}]})
+    assert status == 422 and "seeds: [1234, 1235] in the run, [77, 78] now" in refused["detail"]

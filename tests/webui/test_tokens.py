@@ -29,7 +29,7 @@ def token_stream(webui, text: str) -> list[tuple[int, float]]:
 
 @pytest.mark.parametrize("prompt, negative", TRICKY)
 def test_pinned_words_keep_their_tokens_and_get_their_weights(webui, prompt, negative):
-    genome = build_genome(prompt, negative)
+    genome = build_genome(prompt, negative, punctuation=True)  # every word a gene: each one's tokens are checked
     genes = np.random.default_rng(5).uniform(-0.6, 0.6, len(genome))
     pinned = genome.prompt(genes)
     intended = weights_from_prompt(genome, *pinned)

@@ -23,7 +23,6 @@
   const url = (...parts) => parts.join("/").split("/").map(encodeURIComponent).join("/");
   const number = (value, digits = 4) => (value === null || value === undefined ? "–" : Number(value).toFixed(digits));
   const generationFolder = (index) => String(index).padStart(8, "0");
-  const folderOf = (generation, id) => generationFolder(generation) + "/" + id;
   const link = (text, href) => el("a", { href, textContent: text });
   const note = (text) => el("p", { className: "note", textContent: text });
 
@@ -89,7 +88,9 @@
     return el("header", {},
       el("h1", { textContent: "Prompt pinning report" },
         el("span", { className: "status status-" + data.status, textContent: data.status })),
-      data.message ? el("p", { className: "message", textContent: data.message }) : null,
+      data.ending && data.ending.message ? el("p", { className: "message",
+        textContent: data.ending.cause + ": " + data.ending.message }) : null,
+      ...data.notices.map((text) => el("p", { className: "notice", textContent: "Notice: " + text })),
       el("dl", { className: "facts" }, ...facts.map(([name, value]) =>
         el("div", {}, el("dt", { textContent: name }), el("dd", { textContent: value })))));
   }
@@ -111,9 +112,9 @@
     const base = data.baseline;
     if (!base) return null;
     return card("Unperturbed prompt",
-      note("Loss " + number(base.loss) + ": where the search started."),
-      promptBlock("Prompt", base.prompt),
-      promptBlock("Negative prompt", base.negative_prompt),
+      note("Loss " + number(base.loss) + ": where the search started, your prompt as you wrote it."),
+      promptBlock("Prompt", data.prompt),
+      promptBlock("Negative prompt", data.negative_prompt),
       images(base.folder, "unperturbed prompt"),
       data.targets.length ? el("h3", { textContent: "Targets" }) : null,
       data.targets.length ? el("div", { className: "images" }, ...data.targets.map((name) =>
@@ -131,7 +132,7 @@
 
   // -- the individuals table: filtered, sorted and paged, so only one page of rows and thumbnails exists --
   const view = { key: "loss", ascending: true, page: 0, size: 25, generation: "all" };
-  const bestId = data.best && data.best.folder ? data.best.folder.split("/").pop() : null;
+  const bestFolder = data.best && data.best.id !== null ? data.best.folder : null;
   const worstLoss = Math.max(0, ...data.individuals.map((values) => values[column.loss]));
 
   function visibleRows() {
@@ -150,13 +151,14 @@
 
   function row(values) {
     const id = values[column.id];
-    const folder = folderOf(values[column.generation], id);
+    const folder = values[column.folder];
+    const isBest = folder === bestFolder;
     const prompt = values[column.prompt];
     const negative = values[column.negative_prompt];
-    return el("tr", { className: id === bestId ? "best" : "" },
+    return el("tr", { className: isBest ? "best" : "" },
       el("td", { className: "num", textContent: String(values[column.generation]) }),
       el("td", { className: "id" }, el("code", { textContent: id }),
-        id === bestId ? el("span", { className: "badge", textContent: "best" }) : null),
+        isBest ? el("span", { className: "badge", textContent: "best" }) : null),
       lossCell(values[column.loss]),
       el("td", {}, picture(url(folder, "thumbnails.png"), "images of " + id, "strip", "lazy")),
       el("td", { className: "prompt-cell", title: prompt + (negative ? "\nNegative prompt: " + negative : "") },

@@ -1,0 +1,164 @@
+"""Pinning on the embedded model: the Python API (`pin`, `demo`) and what `python -m lib_pinning pin` runs.
+
+Options by name (lib_pinning.options: `PinOptions` and `EmbeddedOptions`), checked before anything is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from .embedded import EmbeddedModel, EmbeddedRenderer
+from .engine import ResumeRefused, RunResult, run_pinning
+from .errors import InputError
+from .images import open_image
+from .interrupts import SignalGuard
+from .job import Job, RenderPlan, build_job, resume_differences
+from .observer import Observer, ProgressBar
+from .options import EmbeddedOptions, PinOptions, parse
+from .record import RenderRecord, RunRecord, read_record
+from .report import ReportRecorder
+from .runfile import RunLock, prepare_run_dir
+
+DEMO_PROMPT = "a quiet painting of round shapes, warm colours, soft light, simple"
+_PROTOTYPE_TARGET = re.compile(r"embedded prototype (\d+)")
+_TENSOR_TARGET = re.compile(r"image \d+")
+DEMO_NEGATIVE = "noise, stripes"
+DEMO_SEED, DEMO_RANK, DEMO_LOSS, DEMO_BATCH = 7, 3, 0.05, 4
+_PIN_NAMES = {field.name for field in dataclasses.fields(PinOptions)}
+
+
+def pin(prompt: str, negative_prompt: str = "", *, out: str | Path | None = None, targets: Sequence = (),
+        target_images: torch.Tensor | None = None, observers: Sequence[Observer] = (), progress: bool = True,
+        report: bool = True, **values) -> RunResult:
+    """Pin `prompt` on the embedded model; `values` are options by name (PinOptions and EmbeddedOptions fields).
+
+    `targets`: image files; `target_images`: a (T, 3, size, size) tensor instead. With `out`, the run folder is
+    written there, with its report unless `report` is False. Bad input raises an InputError before anything is
+    written.
+    """
+    pinning = {name: value for name, value in values.items() if name in _PIN_NAMES}
+    rendering = {name: value for name, value in values.items() if name not in _PIN_NAMES}
+    options = parse(PinOptions, {**pinning, "targets": targets})
+    render = parse(EmbeddedOptions, {**rendering, "prompt": prompt, "negative_prompt": negative_prompt})
+    return pin_embedded(options, render, out=out, target_images=target_images, observers=observers,
+                        progress=progress, report=report)
+
+
+def pin_embedded(options: PinOptions, render: EmbeddedOptions, *, out: str | Path | None = None,
+                 target_images: torch.Tensor | None = None, observers: Sequence[Observer] = (),
+                 progress: bool = True, report: bool = True, resume: RunRecord | None = None) -> RunResult:
+    """Build the job and run it; with `resume` (the record in `out`), continue that run instead."""
+    job = _job(options, render, target_images)
+    if resume is not None:
+        problems = resume_differences(resume, job.record)
+        if problems:
+            raise ResumeRefused("the run cannot be resumed with other inputs: " + "; ".join(problems))
+    job.observers = [ProgressBar(progress), *observers]
+    if out is None:
+        with SignalGuard() as guard:
+            job.observers.append(guard)
+            return run_pinning(job)
+    with (RunLock(out).acquire() if resume is not None else prepare_run_dir(out)):  # locked while written
+        job.run_dir = Path(out)
+        if report:
+            job.observers.append(ReportRecorder(out, complete=resume is not None))
+        with SignalGuard(job.observers) as guard:  # a second Ctrl-C hurries the report, never loses an image
+            job.observers.append(guard)
+            return run_pinning(job, resume)
+
+
+def resume(run_dir: str | Path, *, target_images: torch.Tensor | None = None, observers: Sequence[Observer] = (),
+           progress: bool = True, report: bool = True, **values) -> RunResult:
+    """Continue the interrupted, failed or finished run in `run_dir` with its own inputs; `values` may raise the
+    generation budget (`generations`) and must otherwise be the run's. `target_images`: the tensor targets the
+    run was given in Python, again. Raises an InputError naming what differs, before anything is written."""
+    record = read_record(run_dir)
+    pinning, rendering = recorded_values(record)
+    unknown_rendering = {name: value for name, value in values.items() if name not in _PIN_NAMES}
+    options = parse(PinOptions, {**pinning, **{k: v for k, v in values.items() if k in _PIN_NAMES}})
+    render = parse(EmbeddedOptions, {**rendering, **unknown_rendering})
+    if target_images is None and any(_TENSOR_TARGET.fullmatch(source) for source in options.targets):
+        raise InputError(f"the run in {str(run_dir)!r} was given its targets as images in Python "
+                         f"({', '.join(options.targets)}): resume it in Python with them again (target_images=...)")
+    if target_images is not None:
+        options = dataclasses.replace(options, targets=())
+    return pin_embedded(options, render, out=run_dir, target_images=target_images, observers=observers,
+                        progress=progress, report=report, resume=record)
+
+
+def recorded_values(record: RunRecord) -> tuple[dict, dict]:
+    """The options a run of the embedded model was made with, by name: (PinOptions values, EmbeddedOptions ones)."""
+    render = record.render
+    if render.model != "embedded":
+        raise InputError(f"the run was rendered by {render.model!r}, not the embedded model: resume it there")
+    pinning = {name: value for name, value in record.options.items() if name in _PIN_NAMES}
+    rendering = {"prompt": record.prompt, "negative_prompt": record.negative_prompt, "seed": render.seeds[0],
+                 "batch": len(render.seeds), "steps": render.steps, "sampler": render.sampler,
+                 "schedule": render.schedule, "cfg_scale": render.cfg_scale, "size": render.width,
+                 **{name: render.extra[name] for name in ("prototypes", "model_seed", "device")}}
+    return pinning, rendering
+
+
+def _job(options: PinOptions, render: EmbeddedOptions, target_images: torch.Tensor | None) -> Job:
+    device = _device(render.device)
+    sources = [str(path) for path in options.targets]
+    model = EmbeddedModel(count=render.prototypes, size=render.size, seed=render.model_seed, device=device)
+    images = [_target(model, path) for path in options.targets]  # every file is read before anything is written
+    if target_images is not None:
+        images, sources = target_images, [f"image {index + 1}" for index in range(len(target_images))]
+    seeds = [render.seed + index for index in range(render.batch)]
+    plan = RenderPlan(RenderRecord(seeds, render.sampler, render.schedule, render.steps, render.cfg_scale,
+                                   render.size, render.size, "embedded",
+                                   {"prototypes": render.prototypes, "model_seed": render.model_seed,
+                                    "device": str(device)}),
+                      sampled_steps=render.steps, tree_size=render.batch)
+
+    def make_renderer(resolved: PinOptions) -> EmbeddedRenderer:
+        return EmbeddedRenderer(model, seeds, steps=render.steps, sampler=render.sampler, schedule=render.schedule,
+                                cfg_scale=render.cfg_scale, fork_strength=resolved.fork_strength)
+
+    return build_job(options, render.prompt, render.negative_prompt, plan, make_renderer, targets=images,
+                     target_sources=sources)
+
+
+def _target(model: EmbeddedModel, source: str):
+    """A target file, or one of the embedded model's own prototypes: "embedded prototype K"."""
+    match = _PROTOTYPE_TARGET.fullmatch(str(source))
+    if match and not Path(source).exists():
+        index = int(match.group(1))
+        if index >= len(model.prototypes):
+            raise InputError(f"target {source!r}: the embedded model has prototypes 0 to {len(model.prototypes) - 1}")
+        pixels = (model.prototypes[index].permute(1, 2, 0).cpu() * 255).round().byte().numpy()
+        return Image.fromarray(pixels)
+    return open_image(source)
+
+
+def _device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("Device (device): cuda was asked for but no CUDA device is available")
+    return torch.device(name)
+
+
+def demo_target(model: EmbeddedModel, prompt: str, rank: int = 1) -> int:
+    """A prototype of moderate prior under `prompt` (the `rank`-th most likely): reachable, but not given."""
+    return int(model.log_prior(prompt).argsort(descending=True)[rank])
+
+
+def demo(out: str | Path, generations: int = -1, seed: int = DEMO_SEED, device: str = "cpu", progress: bool = True,
+         observers: Sequence[Observer] = ()) -> RunResult:
+    """Pin a deliberately off prompt to one of the embedded model's own prototypes.
+
+    The target (the prompt's 4th most likely prototype) is one the first look misses at the demo's seed: CMA-ES
+    takes several generations to reach it, and the run stops once the loss is down to DEMO_LOSS.
+    """
+    model = EmbeddedModel(device=_device(device))
+    target = f"embedded prototype {demo_target(model, DEMO_PROMPT, DEMO_RANK)}"
+    return pin(DEMO_PROMPT, DEMO_NEGATIVE, out=out, targets=[target], seed=seed, cma_seed=seed,
+               generations=generations, target_loss=DEMO_LOSS, batch=DEMO_BATCH, device=device, progress=progress,
+               observers=observers)

@@ -1,0 +1,150 @@
+"""The one job builder: options and a prompt -> genome, resolved options, search, objective, record header.
+
+The command line, the Python API (lib_pinning.embedded_run) and the WebUI (lib_pinning.webui.run) all build their
+jobs here; they differ only in the renderer they bring and in what they know about rendering (`RenderPlan`).
+Every check that can refuse a run happens here, before anything is created, deleted or rendered: a refusal is
+an `InputError` (an option, the prompt, a target). The caller then makes the run folder, attaches its observers
+and hands the job to the engine.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from . import options as schema
+from .forks import forks_fit, is_hyperbatch_sampler
+from .errors import InputError
+from .genome import Genome, build_genome
+from .losses import loss_mode, tree_weighting
+from .objective import Objective
+from .observer import Observer
+from .options import Context, PinOptions
+from .record import GenomeRecord, ObjectiveRecord, RenderRecord, RunRecord
+from .rendering import Renderer
+from .search import Search
+
+log = logging.getLogger(__name__)
+MAX_GENES = 1000  # CMA-ES keeps an N x N covariance and decomposes it every generation
+
+
+@dataclass
+class RenderPlan:
+    """What the caller knows about rendering before the run starts."""
+
+    record: RenderRecord      # what run.json says about it (seeds, sampler, steps, size, model, ...)
+    sampled_steps: int        # the steps the sampler takes (img2img samples only a share of them)
+    tree_size: int            # rows per sampling call: each call is its own Hyperbatch trees
+    fork_strength: float = schema.FORK_STRENGTH_DEFAULT  # what fork strength -1 ("inherit") means here
+
+
+@dataclass
+class Job:
+    genome: Genome
+    options: PinOptions       # every formula default resolved
+    search: Search
+    objective: Objective
+    renderer: Renderer
+    record: RunRecord
+    run_dir: Path | None = None
+    observers: list[Observer] = field(default_factory=list)
+    should_stop: Callable[[], bool] = lambda: False
+
+    @property
+    def notices(self) -> list[str]:
+        return self.record.notices
+
+
+def build_job(options: PinOptions, prompt: str, negative_prompt: str, plan: RenderPlan,
+              make_renderer: Callable[[PinOptions], Renderer], *,
+              targets: torch.Tensor | Sequence[Image.Image] = (), target_sources: Sequence[str] = (),
+              embeddings: Iterable[str] = ()) -> Job:
+    """Check everything and assemble a job. `make_renderer(resolved options)` is called last, once all is valid.
+
+    `targets`: decoded target images (any size: resized at the first render) or a tensor at the render size;
+    `target_sources`: what run.json calls them (file paths, "upload 1", ...).
+    """
+    genome = build_genome(prompt, negative_prompt, options.granularity, embeddings, keep=options.keep,
+                          punctuation=options.punctuation)
+    if len(genome) > MAX_GENES:
+        raise InputError(f"the prompts have {len(genome)} words to pin: at most {MAX_GENES} can be (one weight each); "
+                         "pin fewer: one gene per comma-separated tag (Gene per: tag, --granularity tag), words kept "
+                         "fixed (Keep fixed, --keep), or a shorter prompt")
+    seeds = plan.record.seeds
+    resolved = schema.resolve(options, Context(len(genome), seeds[0], plan.fork_strength))
+    search = Search(len(genome), resolved)
+    mode = loss_mode(resolved.loss_mode)
+    tree = tree_weighting(plan.record.sampler, plan.sampled_steps, plan.tree_size,
+                          enabled=resolved.hyperbatch_weights, kind=resolved.hyperbatch_weight_type,
+                          scale=resolved.hyperbatch_weight_scale, force=resolved.hyperbatch_force)
+    objective = Objective(targets if len(targets) else None, mode, tree)
+    given = len(targets) if mode.uses_targets else 0
+    target_count = given or (len(seeds) if mode.uses_targets else 0)
+    notices = _notices(genome, resolved, plan, len(targets))
+    for notice in notices:
+        log.warning("notice: %s", notice)
+    record = RunRecord(
+        prompt=prompt, negative_prompt=negative_prompt,
+        options=schema.to_record(replace(options, targets=tuple(target_sources))),
+        resolved=schema.to_record(replace(resolved, targets=tuple(target_sources))),
+        cma_constants=search.constants(), render=plan.record,
+        objective=ObjectiveRecord(mode.name, target_count,
+                                  "given" if given else "baseline" if mode.uses_targets else "none",
+                                  [list(pair) for pair in mode.pairs(target_count, len(seeds))],
+                                  None if tree is None else vars(tree).copy()),
+        genome=GenomeRecord(genome.words, genome.negative_words, genome.base_weights(), list(genome.frozen)),
+        notices=notices)
+    return Job(genome, resolved, search, objective, make_renderer(resolved), record)
+
+
+def _notices(genome: Genome, options: PinOptions, plan: RenderPlan, target_count: int) -> list[str]:
+    """What the user should know before the run, though nothing stops it."""
+    notices = list(genome.notes)
+    if genome.frozen:
+        notices.append(f"passed through unchanged: {', '.join(genome.frozen)}")
+    sampler = plan.record.sampler
+    if is_hyperbatch_sampler(sampler) and not forks_fit(plan.tree_size, plan.sampled_steps):
+        notices.append(f"{plan.sampled_steps} steps are too few to fork a batch of {plan.tree_size} (steps must "
+                       f"exceed log2 of the batch size): {sampler} samples the whole batch at every step")
+    if target_count and not loss_mode(options.loss_mode).uses_targets:
+        notices.append(f"the loss is {options.loss_mode}: the target images are not used")
+    return notices
+
+
+# Options a resumed run may take other values of: the budget, whether the logbook is printed, and what to resume.
+RESUMABLE_CHANGES = ("generations", "log", "resume")
+
+
+def resume_differences(stored: RunRecord, fresh: RunRecord) -> list[str]:
+    """What keeps `fresh` (the job built for a resume) from continuing the run of `stored`, one line each."""
+    found = []
+
+    def compare(name: str, before, now) -> None:
+        if before != now:
+            found.append(f"{name}: {_shown(before)} in the run, {_shown(now)} now")
+
+    compare("prompt", stored.prompt, fresh.prompt)
+    compare("negative prompt", stored.negative_prompt, fresh.negative_prompt)
+    for name in stored.options.keys() | fresh.options.keys():
+        if name not in RESUMABLE_CHANGES:
+            compare(name, stored.options.get(name), fresh.options.get(name))
+    for name, before in vars(stored.render).items():
+        compare(name, before, getattr(fresh.render, name))
+    compare("words", (stored.genome.words, stored.genome.negative_words),
+            (fresh.genome.words, fresh.genome.negative_words))
+    compare("loss", (stored.objective.mode, stored.objective.target_count, stored.objective.tree),
+            (fresh.objective.mode, fresh.objective.target_count, fresh.objective.tree))
+    done, budget = len(stored.generations), fresh.resolved["generations"]
+    if budget < done:
+        found.append(f"generations: the run has {done} finished, {budget} asked for now (give at least {done})")
+    return found
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

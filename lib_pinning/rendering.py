@@ -1,0 +1,30 @@
+"""What the engine asks of a renderer: prompts in, one batch of images per prompt out, with the run's fixed seeds.
+
+A renderer returns `Rendered` batches: the images as tensors (what the objective scores) and whatever payload its
+caller needs besides (the WebUI's PIL images and infotexts), so nothing has to be looked up again by prompt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+
+@dataclass
+class Rendered:
+    images: torch.Tensor  # (B, 3, H, W) in [0, 1], one image per seed
+    payload: Any = None   # the renderer's own, handed to observers untouched
+
+
+class Renderer(Protocol):
+    seeds: list[int]
+
+    def render(self, prompts: Sequence[tuple[str, str]]) -> list[Rendered]:
+        """For each (positive, negative) prompt, its batch: one image per seed."""
+
+
+class RunStopped(Exception):
+    """Raised by a renderer (or the engine's stop check) to end the run early, keeping finished generations."""

@@ -1,0 +1,218 @@
+"""A stand-in AUTOMATIC1111 for offline tests of the WebUI glue (the pattern of sd-dynamic-prompts' conftest).
+
+`install(monkeypatch)` puts fake `modules.*` and `gradio` packages into sys.modules, shaped like A1111 v1.10.1's
+(the attributes the glue uses, no more), and imports the extension's entry script the way A1111 does: by path,
+as a script module. Its `process_images` renders with the embedded model, so the real `Script.run` ->
+lib_pinning.webui.run path runs end to end: decoding, job building, the engine, the report, the `Processed`.
+The live suites (tests/webui) stay the proof against the real WebUIs; these tests catch regressions in CI.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+
+import torch
+from PIL import Image
+
+from lib_pinning.embedded import EmbeddedModel, EmbeddedRenderer
+
+ROOT = Path(__file__).resolve().parents[1]
+OWN_MODULES = ("lib_pinning.webui.text_model", "lib_pinning.webui.samplers", "lib_pinning.webui.renderer",
+               "lib_pinning.webui.run", "lib_pinning.webui.ui", "lib_pinning.webui.api")
+
+
+# --- gradio ------------------------------------------------------------------------------------------------
+
+class Block:
+    made: list = []
+
+    def __init__(self, value=None, **kwargs):
+        self.value, self.kwargs = value, kwargs
+        Block.made.append(self)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _gradio() -> ModuleType:
+    module = ModuleType("gradio")
+    for name in ("Blocks", "Accordion", "File", "Dropdown", "Slider", "Number", "Checkbox", "Textbox", "HTML"):
+        setattr(module, name, type(name, (Block,), {}))
+    return module
+
+
+# --- modules -----------------------------------------------------------------------------------------------
+
+class State:
+    def __init__(self):
+        self.interrupted = self.skipped = self.stopping_generation = False
+        self.job, self.job_count, self.current_image = "", 0, None
+
+    def assign_current_image(self, image):
+        self.current_image = image
+
+
+class Opts:
+    def __init__(self):
+        self.img2img_fix_steps = False
+        self.return_mask = self.return_mask_composite = False
+        self.data_labels = {}
+
+    def add_option(self, key, info):
+        self.data_labels[key] = info
+        setattr(self, key, info.default)
+
+
+class OptionInfo:
+    def __init__(self, default=None, label="", component=None, component_args=None, section=None, infotext=None):
+        self.default, self.label, self.component_args, self.section, self.infotext = (
+            default, label, component_args, section, infotext)
+
+
+class Processed:
+    def __init__(self, p, images_list, seed=-1, info="", subseed=None, all_prompts=None, all_negative_prompts=None,
+                 all_seeds=None, all_subseeds=None, index_of_first_image=0, infotexts=None, comments="", **kwargs):
+        self.images, self.seed, self.info, self.infotexts = images_list, seed, info, infotexts or []
+        self.all_prompts, self.all_negative_prompts, self.all_seeds = all_prompts, all_negative_prompts, all_seeds
+        self.subseed, self.all_subseeds = subseed, all_subseeds
+        self.index_of_first_image = index_of_first_image
+        self.comments = "".join(f"{text}\n" for text in p.comments) if hasattr(p, "comments") else comments
+        self.extra_generation_params = dict(getattr(p, "extra_generation_params", {}))
+        self.prompt, self.negative_prompt = getattr(p, "prompt", ""), getattr(p, "negative_prompt", "")
+
+
+class Processing:
+    """txt2img's processing object, with A1111's attributes the glue reads and writes."""
+
+    def __init__(self, **values):
+        self.prompt, self.negative_prompt, self.styles = "a red circle, blue sky", "dark", []
+        self.seed, self.subseed, self.subseed_strength = 11, -1, 0.0
+        self.batch_size, self.n_iter, self.steps = 2, 1, 3
+        self.sampler_name, self.scheduler, self.cfg_scale = "DPM++ 2M", "Karras", 3.0
+        self.width = self.height = 16
+        self.outpath_samples, self.override_settings, self.extra_generation_params = None, {}, {}
+        self.do_not_save_samples = self.do_not_save_grid = False
+        self.scripts = self.script_args = None
+        self.comments = []
+        self.__dict__.update(values)
+
+    def comment(self, text):
+        self.comments.append(text)
+
+
+class WebUI:
+    """The fake's moving parts: what the tests look at and change."""
+
+    def __init__(self):
+        self.state, self.opts = State(), Opts()
+        self.model = EmbeddedModel(count=6, size=16)
+        self.renders: list = []          # every job process_images got: (prompt, negative, seeds, fork strength)
+        self.fail_at: int | None = None  # process_images call number that raises (1 is the first)
+        self.stop_at: int | None = None  # call number after which Interrupt is pressed
+        self.callbacks: list = []
+        self.samplers: list = []
+        self.script = None
+
+    def fix_seed(self, p):
+        p.seed = 1234 if p.seed in (-1, None) else p.seed
+        p.subseed = 99 if p.subseed in (-1, None) else p.subseed
+
+    def process_images(self, p):
+        self.renders.append((p.prompt, p.negative_prompt, list(p.seed), getattr(p, "hyperbatch_fork_strength", None)))
+        if self.fail_at == len(self.renders):
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        seeds = list(p.seed)
+        renderer = EmbeddedRenderer(self.model, seeds, steps=p.steps, sampler="DPM++ 2M", cfg_scale=p.cfg_scale)
+        images = renderer.render([(p.prompt, p.negative_prompt)])[0].images
+        pictures = [Image.fromarray((image.permute(1, 2, 0) * 255).round().byte().numpy()) for image in images]
+        infotexts = [f"{p.prompt}\nNegative prompt: {p.negative_prompt}\nSteps: {p.steps}, Seed: {seed}"
+                     for seed in seeds]
+        if self.stop_at == len(self.renders):
+            self.state.interrupted = True
+        return Processed(p, pictures, seeds[0], infotexts[0], infotexts=infotexts)
+
+
+def _modules(webui: WebUI, embeddings_dir: Path) -> dict[str, dict]:
+    styles = SimpleNamespace(apply_styles_to_prompt=lambda prompt, styles: ", ".join([prompt, *styles]),
+                             apply_negative_styles_to_prompt=lambda prompt, styles: prompt)
+    shared = SimpleNamespace(
+        state=webui.state, opts=webui.opts, OptionInfo=OptionInfo, prompt_styles=styles,
+        total_tqdm=SimpleNamespace(updateTotal=lambda total: None, clear=lambda: None),
+        sd_model=SimpleNamespace(sd_checkpoint_info=SimpleNamespace(name_for_extra="fake-checkpoint")),
+        cmd_opts=SimpleNamespace(api=True, nowebui=False, api_auth=None, embeddings_dir=str(embeddings_dir)))
+    samplers = SimpleNamespace(all_samplers=webui.samplers, all_samplers_map={})
+    samplers.set_samplers = lambda: None
+
+    class Script:
+        args_from = args_to = None
+
+        def elem_id(self, item_id):
+            return f"script_txt2img_prompt_pinning_{item_id}"
+
+    return {
+        "modules": {},
+        "modules.shared": vars(shared),
+        "modules.scripts": {"Script": Script, "basedir": lambda: str(ROOT)},
+        "modules.script_callbacks": {"on_app_started": webui.callbacks.append},
+        "modules.processing": {"fix_seed": webui.fix_seed, "process_images": webui.process_images,
+                               "Processed": Processed},
+        "modules.devices": {"device": torch.device("cpu"), "torch_gc": lambda: None},
+        "modules.sd_samplers": vars(samplers),
+        "modules.sd_samplers_common": {"SamplerData": lambda name, constructor, aliases, options: SimpleNamespace(
+            name=name, constructor=constructor, aliases=aliases, options=options)},
+        "modules.sd_samplers_kdiffusion": {"KDiffusionSampler": lambda function, model: SimpleNamespace(
+            func=function, model=model)},
+        "modules.sd_hijack": {"model_hijack": SimpleNamespace(embedding_db=SimpleNamespace(word_embeddings={}))},
+    }
+
+
+def install(monkeypatch, tmp_path: Path) -> WebUI:
+    """Fake modules and gradio in sys.modules, the entry script imported; returns the fake's state."""
+    webui = WebUI()
+    stand_ins = _modules(webui, tmp_path / "embeddings")
+    for name, attributes in stand_ins.items():
+        module = ModuleType(name)
+        module.__dict__.update(attributes)
+        monkeypatch.setitem(sys.modules, name, module)
+    for name in stand_ins:
+        if "." in name:
+            setattr(sys.modules["modules"], name.split(".", 1)[1], sys.modules[name])
+    monkeypatch.setitem(sys.modules, "gradio", _gradio())
+    uninstall()  # imported afresh against the stand-ins (and forgotten again by the fixture that calls this)
+    spec = importlib.util.spec_from_file_location("prompt_pinning_script", ROOT / "scripts" / "prompt_pinning.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    webui.module = module
+    webui.script = module.PromptPinningScript()
+    return webui
+
+
+def uninstall() -> None:
+    """Forget the glue modules imported against the stand-ins, so that later imports start afresh."""
+    package = sys.modules.get("lib_pinning.webui")
+    for name in OWN_MODULES:
+        sys.modules.pop(name, None)
+        if package is not None and hasattr(package, name.rsplit(".", 1)[1]):
+            delattr(package, name.rsplit(".", 1)[1])
+
+
+def api_call(webui: WebUI, p: Processing, script_args: list, other_scripts: int = 3):
+    """A1111's API path: the client's script_args written over this script's slice of the default arguments,
+    as modules/api/api.py init_script_args does, then ScriptRunner.run's slice handed to Script.run."""
+    script = webui.script
+    own = len(script.ui(False))
+    script.args_from, script.args_to = 1 + other_scripts, 1 + other_scripts + own
+    defaults = [0] + [None] * other_scripts + [None] * own + ["later script's"] * 2
+    later = SimpleNamespace(args_from=script.args_to, args_to=script.args_to + 2)
+    full = list(defaults)
+    full[script.args_from:script.args_to] = script_args
+    p.scripts = SimpleNamespace(scripts=[script, later])
+    p.script_args = tuple(full)
+    return script.run(p, *full[script.args_from:script.args_to])
