@@ -191,7 +191,7 @@ def test_a_fault_before_the_first_batch_gets_one_clear_message_and_the_server_ke
 def test_interrupt_and_skip_end_the_run_with_its_finished_generations(webui, stop, n_iter):
     result = {}
     payload = {**BASE, "steps": 2, "n_iter": n_iter, "sampler_name": "DPM++ 2M Hyperbatch", "script_name": SCRIPT,
-               "script_args": positional(generations=20, lambda_=2, log=False)}
+               "script_args": positional(generations=20, lambda_=2, first_look=0, log=False)}  # generations of 2
     job = threading.Thread(target=lambda: result.setdefault("response", webui.request("/sdapi/v1/txt2img", payload)))
     job.start()
     deadline = time.monotonic() + 600
