@@ -25,6 +25,22 @@ BASE = {"prompt": "a red cube on a wooden table, studio light", "negative_prompt
         "batch_size": 2, "n_iter": 1, "seed": 1234, "send_images": True, "save_images": False}
 
 
+def start_and_wait_for_renders(webui, job: threading.Thread, renders: int) -> None:
+    """Start `job` (a thread posting one request) and wait until its job has begun its `renders`-th render. The
+    progress API shows the previous job's count until the next job begins (Forge answers that way for a while),
+    so only a job that began after the start counts."""
+    progress = "/sdapi/v1/progress?skip_current_image=true"
+    before = webui.get(progress)["state"]["job_timestamp"]
+    job.start()
+    deadline = time.monotonic() + 600
+    while True:
+        state = webui.get(progress)["state"]
+        if state["job_timestamp"] != before and state["job_no"] >= renders:
+            return
+        assert time.monotonic() < deadline and job.is_alive(), "the run did not get going"
+        time.sleep(0.3)
+
+
 def pixels_differ(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a - b).mean())
 
@@ -193,11 +209,7 @@ def test_interrupt_and_skip_end_the_run_with_its_finished_generations(webui, sto
     payload = {**BASE, "steps": 2, "n_iter": n_iter, "sampler_name": "DPM++ 2M Hyperbatch", "script_name": SCRIPT,
                "script_args": positional(generations=20, lambda_=2, first_look=0, log=False)}  # generations of 2
     job = threading.Thread(target=lambda: result.setdefault("response", webui.request("/sdapi/v1/txt2img", payload)))
-    job.start()
-    deadline = time.monotonic() + 600
-    while webui.get("/sdapi/v1/progress?skip_current_image=true")["state"]["job_no"] < 4 * n_iter:  # 4 renders
-        assert time.monotonic() < deadline and job.is_alive(), "the run did not get going"
-        time.sleep(0.3)
+    start_and_wait_for_renders(webui, job, 4 * n_iter)
     webui.post(f"/sdapi/v1/{stop}", {})
     job.join(600)
     status, body = result["response"]
@@ -255,11 +267,7 @@ def test_a_run_interrupted_through_the_api_resumes_to_the_uninterrupted_runs_pro
     whole = json.loads(webui.post("/sdapi/v1/txt2img", payload)["info"])
     result = {}
     job = threading.Thread(target=lambda: result.setdefault("response", webui.request("/sdapi/v1/txt2img", payload)))
-    job.start()
-    deadline = time.monotonic() + 600
-    while webui.get("/sdapi/v1/progress?skip_current_image=true")["state"]["job_no"] < 4:  # baseline, generation 0
-        assert time.monotonic() < deadline and job.is_alive(), "the run did not get going"
-        time.sleep(0.3)
+    start_and_wait_for_renders(webui, job, 4)  # the baseline and generation 0
     webui.post("/sdapi/v1/interrupt", {})
     job.join(600)
     status, body = result["response"]
