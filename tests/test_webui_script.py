@@ -203,7 +203,8 @@ def test_a_resume_with_other_txt2img_settings_is_refused_naming_them(webui, tmp_
     with pytest.raises(Exception) as caught:
         api_call(webui, job(tmp_path, seed=5), [{"resume": str(folder)}])
     assert caught.value.status_code == 422 and "seeds: [11, 12] in the run, [5, 6] now" in caught.value.detail
-    resumed = api_call(webui, job(tmp_path), [{"resume": str(folder), "generations": 2}])
+    # a variation seed counts only with a variation strength (A1111 draws a new one per request otherwise)
+    resumed = api_call(webui, job(tmp_path, subseed=7), [{"resume": str(folder), "generations": 2}])
     assert resumed.extra_generation_params["Prompt pinning"]["generations"] == 2
 
 

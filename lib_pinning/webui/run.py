@@ -85,7 +85,9 @@ def inherited_fork_strength(p) -> float:
 def _render_plan(p, prompt: str) -> RenderPlan:
     checkpoint = getattr(getattr(shared.sd_model, "sd_checkpoint_info", None), "name_for_extra", None)
     extra = {"batch_size": p.batch_size, "n_iter": p.n_iter, "prompt_as_typed": p.prompt,
-             "styles": list(getattr(p, "styles", None) or []), "subseeds": subseeds_of(p),
+             "styles": list(getattr(p, "styles", None) or []),
+             # variation seeds change nothing at strength 0, and A1111 draws new ones for each request then
+             "subseeds": subseeds_of(p) if p.subseed_strength else [],
              "img2img": getattr(p, "init_images", None) is not None}
     record = RenderRecord(seeds_of(p), p.sampler_name or "", getattr(p, "scheduler", None), p.steps, p.cfg_scale,
                           p.width, p.height, checkpoint, extra)
