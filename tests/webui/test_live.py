@@ -27,15 +27,13 @@ BASE = {"prompt": "a red cube on a wooden table, studio light", "negative_prompt
 
 def start_and_wait_for_renders(webui, job: threading.Thread, renders: int) -> None:
     """Start `job` (a thread posting one request) and wait until its job has begun its `renders`-th render. The
-    progress API shows the previous job's count until the next job begins (Forge answers that way for a while),
-    so only a job that began after the start counts."""
-    progress = "/sdapi/v1/progress?skip_current_image=true"
-    before = webui.get(progress)["state"]["job_timestamp"]
+    progress API keeps the previous job's `job_no` until the next job begins, so only a running job counts: the
+    WebUI names the job while it runs and clears the name when it ends (requests run one at a time)."""
     job.start()
     deadline = time.monotonic() + 600
     while True:
-        state = webui.get(progress)["state"]
-        if state["job_timestamp"] != before and state["job_no"] >= renders:
+        state = webui.get("/sdapi/v1/progress?skip_current_image=true")["state"]
+        if state["job"] and state["job_no"] >= renders:
             return
         assert time.monotonic() < deadline and job.is_alive(), "the run did not get going"
         time.sleep(0.3)
