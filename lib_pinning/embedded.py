@@ -155,7 +155,8 @@ class EmbeddedRenderer:
     """Renders prompts on the embedded model with fixed seeds: one batch of len(seeds) images per prompt.
 
     Several prompts go through the sampler as one batch (rows = prompts x seeds); every row's noise comes from
-    its seed alone, so an individual's images do not depend on what it was batched with.
+    its seed alone, so an individual's images do not depend on what it was batched with. Images come out 8-bit
+    (`to_8bit`), as every WebUI's do.
     """
 
     def __init__(self, model: EmbeddedModel, seeds: Sequence[int], *, steps: int = 12, sampler: str = "DPM++ 2M",
@@ -186,5 +187,10 @@ class EmbeddedRenderer:
         with torch.no_grad():
             latents = sample(self.spec, self.model.denoiser, noise, self.sigma_schedule, extra_args,
                              groups=len(prompts), fork_strength=self.fork_strength)
-        images = ((latents + 1) / 2).clamp(0, 1)
-        return [Rendered(batch_images) for batch_images in images.split(batch)]
+        return [Rendered(batch_images) for batch_images in to_8bit((latents + 1) / 2).split(batch)]
+
+
+def to_8bit(images: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1] as an 8-bit picture holds them (k/255), rounded as the run's PNGs are: what the loss scores
+    is what a saved image, a WebUI render or the embedded server's PNG gives back, to the bit."""
+    return torch.round(images.clamp(0, 1) * 255) / 255
