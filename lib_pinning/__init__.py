@@ -6,8 +6,9 @@ pinned prompt). Search: search (CMA-ES). Scoring: flip (torch LDR-FLIP), losses 
 weighting), objective (the loss of a batch), images (target images). Rendering: rendering (the renderer
 protocol), embedded (closed-form diffusion model), noise (seeded noise), samplers (k-diffusion by name), forks
 and hyperbatch (forking samplers). The run: job (the one job builder), engine (the loop), record (run.json),
-observer (progress, best, log lines), runfile (run folders), report/ (the run report), embedded_run (`pin`,
-`demo`), cli (`python -m lib_pinning`).
+observer (progress, best, log lines), runfile (run folders), runner (a job run in its folder), report/ (the run
+report), embedded_run (`pin`, `demo`), workers/ (pinning on running WebUIs over HTTP), serve (the embedded model
+as such a WebUI), cli (`python -m lib_pinning`).
 
 `from lib_pinning import pin, resume, demo` runs on the embedded model (lib_pinning.embedded_run).
 """

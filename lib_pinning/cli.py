@@ -1,6 +1,8 @@
-"""`python -m lib_pinning demo|pin|report`: pinning jobs on the embedded model, and their reports.
+"""`python -m lib_pinning demo|pin|report|serve`: pinning jobs on the embedded model or on running WebUIs, their
+reports, and the embedded model served as a WebUI worker.
 
-The `pin` flags come from the options schema (lib_pinning.options). Exit codes follow how the run ended, not
+The flags come from the options schema (lib_pinning.options); `pin --webui URL` renders on WebUIs, with A1111's
+rendering flags (WorkerOptions) in place of the embedded model's (EmbeddedOptions). Exit codes follow how the run ended, not
 which exception was raised: 0 done; 2 bad input, found before anything was written; 1 a fault after the run
 started (run.json says "failed" and why); 130 interrupted by Ctrl-C, 143 by SIGTERM. Diagnostics go to stderr,
 the summary to stdout.
@@ -24,7 +26,8 @@ BAD_INPUT = 2
 INTERRUPTED = {"interrupt": 130, "signal": 143}  # 128 + the signal's number, as a shell reports it
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(webui: bool = False) -> argparse.ArgumentParser:
+    """The parser; `webui`: `pin` takes the rendering flags of WebUI workers (the command line has --webui)."""
     parser = argparse.ArgumentParser(prog="python -m lib_pinning", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -34,11 +37,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo_parser.add_argument("--seed", default="7", help="image seed and CMA seed [7]")
     demo_parser.add_argument("--device", default="cpu", help="cpu or cuda [cpu]")
 
-    pin_parser = commands.add_parser("pin", help="pin a prompt on the embedded model")
+    pin_parser = commands.add_parser(
+        "pin", help="pin a prompt on the embedded model, or on running WebUIs (--webui URL)",
+        epilog=None if webui else "With --webui URL the rendering flags are A1111's (--scheduler, --width, "
+        "--height, --checkpoint, ...): see `pin --webui URL --help`.")
     pin_parser.add_argument("--out", help="the run folder; a folder holding an earlier run alone is replaced, any "
                             "other non-empty folder refused")
-    schema.add_flags(pin_parser, schema.EmbeddedOptions)
+    schema.add_flags(pin_parser, schema.WorkerOptions if webui else schema.EmbeddedOptions)
     schema.add_flags(pin_parser, schema.PinOptions)
+
+    serve_parser = commands.add_parser("serve", help="serve the embedded model as a WebUI worker (A1111's API)")
+    schema.add_flags(serve_parser, schema.ServeOptions)
 
     report_parser = commands.add_parser("report", help="rebuild a run folder's report from run.json and its images")
     report_parser.add_argument("run_dir", metavar="RUN_DIR", help="run folder (holds run.json)")
@@ -81,6 +90,10 @@ def report(run_dir: str | Path) -> int:
     return 0
 
 
+def _rendering_class(args: argparse.Namespace):
+    return schema.WorkerOptions if "webui" in vars(args) else schema.EmbeddedOptions
+
+
 def _given(args: argparse.Namespace) -> dict:
     """The option flags given, by name (a .json --cmatrix read from its file)."""
     given = {name: value for name, value in vars(args).items() if name not in ("command", "out")}
@@ -94,11 +107,12 @@ def _given(args: argparse.Namespace) -> dict:
     return given
 
 
-def _pin_values(args: argparse.Namespace) -> tuple[schema.PinOptions, schema.EmbeddedOptions]:
-    given = _given(args)
-    rendering = {name for name in given if name in {spec.name for spec in schema.specs(schema.EmbeddedOptions)}}
+def _pin_values(args: argparse.Namespace):
+    """(PinOptions, the rendering options: EmbeddedOptions, or WorkerOptions with --webui)."""
+    given, cls = _given(args), _rendering_class(args)
+    rendering = {name for name in given if name in {spec.name for spec in schema.specs(cls)}}
     return (schema.parse(schema.PinOptions, {name: value for name, value in given.items() if name not in rendering}),
-            schema.parse(schema.EmbeddedOptions, {name: given[name] for name in rendering}))
+            schema.parse(cls, {name: given[name] for name in rendering}))
 
 
 @contextmanager
@@ -123,28 +137,22 @@ def _console_logging():
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(webui=any(arg == "--webui" or arg.startswith("--webui=") for arg in argv))
     args = parser.parse_args(argv)
     if args.command == "report":
         return report(args.run_dir)
+    if args.command == "serve":
+        return serve(args)
     resuming = getattr(args, "resume", None)
     if args.command == "pin":
         if not resuming and (args.out is None or not getattr(args, "prompt", None)):
             parser.error("the following arguments are required: --out and --prompt (or --resume DIR)")
         if resuming and args.out not in (None, resuming):
             parser.error("--resume DIR continues the run in DIR: give no other --out")
-    from .embedded_run import demo, pin_embedded, resume
-
     with _console_logging():
         try:
-            if args.command == "demo":
-                result = demo(args.out, _demo_number(args, "generations"), _demo_number(args, "seed"), args.device)
-            elif resuming:
-                given = _given(args)
-                result = resume(given.pop("resume"), **given)
-            else:
-                pinning, rendering = _pin_values(args)
-                result = pin_embedded(pinning, rendering, out=args.out)
+            result = _run(args, resuming)
         except InputError as error:
             print(f"error: {error}", file=sys.stderr)
             return BAD_INPUT
@@ -157,6 +165,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     if result.status == "interrupted":
         return INTERRUPTED.get(result.record.ending.cause, INTERRUPTED["interrupt"])
     return EXIT_CODES[result.status]
+
+
+def _run(args: argparse.Namespace, resuming: str | None):
+    from .embedded_run import demo, pin_embedded, resume
+
+    if args.command == "demo":
+        return demo(args.out, _demo_number(args, "generations"), _demo_number(args, "seed"), args.device)
+    webui = "webui" in vars(args)
+    if webui:
+        from .workers import run as workers
+    if resuming:
+        given = _given(args)
+        if webui:
+            return workers.resume(given.pop("resume"), webui=given.pop("webui"), **given)
+        return resume(given.pop("resume"), **given)
+    pinning, rendering = _pin_values(args)
+    if webui:
+        return workers.pin_workers(pinning, rendering, out=args.out)
+    return pin_embedded(pinning, rendering, out=args.out)
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Serve the embedded model until Ctrl-C or SIGTERM."""
+    from .serve import serve as run_server
+
+    try:
+        options = schema.parse(schema.ServeOptions, {k: v for k, v in vars(args).items() if k != "command"})
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return BAD_INPUT
+    run_server(options)
+    return 0
 
 
 def _demo_number(args: argparse.Namespace, name: str) -> int:

@@ -14,16 +14,14 @@ import torch
 from PIL import Image
 
 from .embedded import EmbeddedModel, EmbeddedRenderer
-from .engine import ResumeRefused, RunResult, run_pinning
+from .engine import RunResult
 from .errors import InputError
 from .images import open_image
-from .interrupts import SignalGuard
-from .job import Job, RenderPlan, build_job, resume_differences
-from .observer import Observer, ProgressBar
+from .job import Job, RenderPlan, build_job
+from .observer import Observer
 from .options import EmbeddedOptions, PinOptions, parse
-from .record import RenderRecord, RunRecord, read_record
-from .report import ReportRecorder
-from .runfile import RunLock, prepare_run_dir
+from .record import WORKERS_API, RenderRecord, RunRecord, read_record
+from .runner import execute
 
 DEMO_PROMPT = "a quiet painting of round shapes, warm colours, soft light, simple"
 _PROTOTYPE_TARGET = re.compile(r"embedded prototype (\d+)")
@@ -54,23 +52,8 @@ def pin_embedded(options: PinOptions, render: EmbeddedOptions, *, out: str | Pat
                  target_images: torch.Tensor | None = None, observers: Sequence[Observer] = (),
                  progress: bool = True, report: bool = True, resume: RunRecord | None = None) -> RunResult:
     """Build the job and run it; with `resume` (the record in `out`), continue that run instead."""
-    job = _job(options, render, target_images)
-    if resume is not None:
-        problems = resume_differences(resume, job.record)
-        if problems:
-            raise ResumeRefused("the run cannot be resumed with other inputs: " + "; ".join(problems))
-    job.observers = [ProgressBar(progress), *observers]
-    if out is None:
-        with SignalGuard() as guard:
-            job.observers.append(guard)
-            return run_pinning(job)
-    with (RunLock(out).acquire() if resume is not None else prepare_run_dir(out)):  # locked while written
-        job.run_dir = Path(out)
-        if report:
-            job.observers.append(ReportRecorder(out, complete=resume is not None))
-        with SignalGuard(job.observers) as guard:  # a second Ctrl-C hurries the report, never loses an image
-            job.observers.append(guard)
-            return run_pinning(job, resume)
+    return execute(_job(options, render, target_images), out, resume=resume, observers=observers,
+                   progress=progress, report=report)
 
 
 def resume(run_dir: str | Path, *, target_images: torch.Tensor | None = None, observers: Sequence[Observer] = (),
@@ -95,6 +78,8 @@ def resume(run_dir: str | Path, *, target_images: torch.Tensor | None = None, ob
 def recorded_values(record: RunRecord) -> tuple[dict, dict]:
     """The options a run of the embedded model was made with, by name: (PinOptions values, EmbeddedOptions ones)."""
     render = record.render
+    if render.extra.get("api") == WORKERS_API:
+        raise InputError("the run was rendered by WebUI workers: resume it on workers again (--webui URL)")
     if render.model != "embedded":
         raise InputError(f"the run was rendered by {render.model!r}, not the embedded model: resume it there")
     pinning = {name: value for name, value in record.options.items() if name in _PIN_NAMES}

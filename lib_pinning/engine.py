@@ -97,6 +97,8 @@ class PinningRun:
         prompts = [self.job.genome.prompt(weights) for weights in weights_list]
         started = time.perf_counter()
         rendered = self.job.renderer.render(prompts)
+        for notice in getattr(self.job.renderer, "take_notices", list)():
+            self._notice(notice)
         if len(rendered) != len(prompts):
             raise RuntimeError(f"the renderer returned {len(rendered)} batches for {len(prompts)} prompts")
         return prompts, rendered, (time.perf_counter() - started) / max(len(prompts), 1)

@@ -36,7 +36,9 @@ GROUP_LIMIT = "Size limiter"
 GROUP_HYPERBATCH = "Hyperbatch"
 GROUP_WORDS = "Words"
 GROUP_STOP = "Stopping"
-GROUP_RENDER = "Rendering (embedded model)"
+GROUP_RENDER = "Rendering"
+GROUP_WORKERS = "Workers"
+GROUP_SERVE = "Server"
 
 WEIGHT_SCHEMES = ("superlinear", "linear", "equal")  # DEAP's names for the recombination weights
 DEVICES = ("cpu", "cuda")
@@ -68,7 +70,7 @@ class Auto:
 class Spec:
     """How one option is typed, checked, shown and spelled. `name` is the field's name (the API's key)."""
 
-    kind: str                      # int, float, bool, choice, text, words, matrix, targets
+    kind: str                      # int, float, bool, choice, text, words, matrix, targets, urls
     label: str                     # the WebUI control's label; also how messages name the option
     help: str                      # the tooltip, the --help text and the README's meaning
     group: str = ""                # WebUI accordion, README grouping; "" = always visible
@@ -83,6 +85,7 @@ class Spec:
     infotext: str | None = None    # the key in A1111's infotext
     metavar: str | None = None     # the flag's value in --help
     name: str = ""
+    default: Any = None            # the field's default (set by `option`)
 
     @property
     def cli_flag(self) -> str:
@@ -99,7 +102,7 @@ class Spec:
 def option(default, kind: str, label: str, help: str, **spec) -> Any:
     if kind == "float" and isinstance(default, int):
         default = float(default)  # -1 of a float option is -1.0, whether given or defaulted
-    return field(default=default, metadata={"spec": Spec(kind, label, help, **spec)})
+    return field(default=default, metadata={"spec": Spec(kind, label, help, default=default, **spec)})
 
 
 def _generations(values: dict, context: Context) -> int:
@@ -252,35 +255,116 @@ class PinOptions:
         metavar="DIR")
 
 
+def _steps(default: int) -> Any:
+    return option(default, "int", "Steps", "sampling steps per image", group=GROUP_RENDER, minimum=1, maximum=150)
+
+
+def _cfg_scale(default: float) -> Any:
+    return option(default, "float", "CFG scale", "classifier-free guidance scale", group=GROUP_RENDER, minimum=1.0,
+                  maximum=30.0)
+
+
+def _prototypes() -> Any:
+    return option(16, "int", "Prototypes", "embedded model: number of prototype images", group=GROUP_RENDER,
+                  minimum=1, maximum=256)
+
+
+def _model_seed() -> Any:
+    return option(0, "int", "Model seed", "embedded model: seed of its prototypes and word embeddings",
+                  group=GROUP_RENDER, minimum=0, maximum=MAX_SEED)
+
+
+def _device() -> Any:
+    return option("cpu", "choice", "Device", "where to render and score", group=GROUP_RENDER, choices=DEVICES)
+
+
 @dataclass(frozen=True)
-class EmbeddedOptions:
-    """What the command line renders with on the embedded model (the WebUI uses its own txt2img settings)."""
+class _Rendering:
+    """What the command line renders with, whatever renders it."""
 
     prompt: str = option("", "text", "Prompt", "the positive prompt (A1111 syntax)", group=GROUP_RENDER)
     negative_prompt: str = option("", "text", "Negative prompt", "the negative prompt (A1111 syntax)",
                                   group=GROUP_RENDER, flag="--negative")
-    seed: int = option(0, "int", "Seed", "first image seed: image i uses seed + i; also the CMA seed unless "
-                       "--cma-seed is given", group=GROUP_RENDER, minimum=0, maximum=MAX_SEED)
+    seed: int = option(0, "int", "Seed", "first image seed: image i uses seed + i; also the CMA seed unless --cma-seed "
+                       "is given", group=GROUP_RENDER, minimum=0, maximum=MAX_SEED)
     batch: int = option(8, "int", "Batch size", "images per individual; at least 2 (the loss compares them)",
                         group=GROUP_RENDER, minimum=2, maximum=64)
-    steps: int = option(10, "int", "Steps", "sampling steps per image", group=GROUP_RENDER, minimum=1, maximum=150)
+
+
+@dataclass(frozen=True)
+class EmbeddedOptions(_Rendering):
+    """What the command line renders with on the embedded model (the WebUI uses its own txt2img settings)."""
+
+    steps: int = _steps(10)
     sampler: str = option("DPM++ 2M", "choice", "Sampler", "the k-diffusion sampler; the Hyperbatch ones fork the "
                           "batch (see \"Hyperbatch samplers\")", group=GROUP_RENDER, choices=tuple(SAMPLERS))
     schedule: str = option("Karras", "choice", "Schedule type", "the noise schedule", group=GROUP_RENDER,
                            choices=SCHEDULES)
-    cfg_scale: float = option(3.0, "float", "CFG scale", "classifier-free guidance scale", group=GROUP_RENDER,
-                              minimum=1.0, maximum=30.0)
-    prototypes: int = option(16, "int", "Prototypes", "embedded model: number of prototype images",
-                             group=GROUP_RENDER, minimum=1, maximum=256)
+    cfg_scale: float = _cfg_scale(3.0)
+    prototypes: int = _prototypes()
     size: int = option(64, "int", "Image size", "embedded model: width and height of its images",
                        group=GROUP_RENDER, minimum=8, maximum=1024)
-    model_seed: int = option(0, "int", "Model seed", "embedded model: seed of its prototypes and word embeddings",
-                             group=GROUP_RENDER, minimum=0, maximum=MAX_SEED)
-    device: str = option("cpu", "choice", "Device", "where to render and score", group=GROUP_RENDER,
-                         choices=DEVICES)
+    model_seed: int = _model_seed()
+    device: str = _device()
 
 
-OptionSet = typing.TypeVar("OptionSet", PinOptions, EmbeddedOptions)
+@dataclass(frozen=True)
+class WorkerOptions(_Rendering):
+    """What the command line renders with on running WebUIs (`pin --webui URL`), named as A1111's API names it."""
+
+    webui: tuple = option(
+        (), "urls", "WebUI", "a running A1111 or Forge started with --api (or `python -m lib_pinning serve`): its "
+        "address; repeated, the individuals of each generation are spread over them", group=GROUP_WORKERS,
+        metavar="URL")
+    api_auth: str = option(
+        "", "text", "API credentials", "user:password, as the workers' --api-auth has it (never written to the run "
+        "folder)", group=GROUP_WORKERS, metavar="USER:PASSWORD")
+    steps: int = _steps(20)
+    sampler: str = option("DPM++ 2M", "text", "Sampler", "a sampler every worker lists (/sdapi/v1/samplers); the "
+                          "Hyperbatch ones where the extension is installed", group=GROUP_RENDER, metavar="NAME")
+    scheduler: str = option("Automatic", "text", "Schedule type", "a schedule type the workers list",
+                            group=GROUP_RENDER, metavar="NAME")
+    cfg_scale: float = _cfg_scale(7.0)
+    width: int = option(512, "int", "Width", "image width in pixels", group=GROUP_RENDER, minimum=8, maximum=4096)
+    height: int = option(512, "int", "Height", "image height in pixels", group=GROUP_RENDER, minimum=8,
+                         maximum=4096)
+    checkpoint: str = option(
+        "", "text", "Checkpoint", "a checkpoint the workers have (title, name or hash); it stays loaded on them; "
+        "blank: the one each has loaded", group=GROUP_RENDER, metavar="NAME")
+    vae: str = option("", "text", "VAE", "a VAE the workers have (sd_vae); blank: each worker's setting",
+                      group=GROUP_RENDER, metavar="NAME")
+    timeout: float = option(
+        600.0, "float", "Timeout", "seconds a worker may take for one batch before its individual goes to another",
+        group=GROUP_WORKERS, above=0.0, maximum=86_400.0)
+    retries: int = option(
+        2, "int", "Retries", "times a worker that cannot be reached is tried again (a second apart) before the run "
+        "goes on without it", group=GROUP_WORKERS, minimum=0, maximum=10)
+    worker_tolerance: float = option(
+        0.0, "float", "Worker tolerance", "the largest difference of a pixel (0-255) allowed between the workers' "
+        "renders of your prompt; above it the run is refused", group=GROUP_WORKERS, minimum=0.0, maximum=255.0)
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """`python -m lib_pinning serve`: the embedded model behind the part of A1111's HTTP API that workers use."""
+
+    host: str = option("127.0.0.1", "text", "Host", "the address to listen on (0.0.0.0: every interface)",
+                       group=GROUP_SERVE, metavar="ADDRESS")
+    port: int = option(7860, "int", "Port", "the port to listen on", group=GROUP_SERVE, minimum=1, maximum=65535)
+    prototypes: int = _prototypes()
+    model_seed: int = _model_seed()
+    device: str = _device()
+    checkpoints: int = option(
+        1, "int", "Checkpoints", "how many checkpoints it offers: embedded models of model seed, model seed + 1, ... "
+        "(the first is loaded)", group=GROUP_SERVE, minimum=1, maximum=16)
+    render_seconds: float = option(
+        0.0, "float", "Render seconds", "each batch takes at least this long (to try fan-out as if on a GPU); also "
+        "its setting \"embedded_render_seconds\"", group=GROUP_SERVE, minimum=0.0, maximum=3600.0)
+    api_auth: str = option("", "text", "API credentials", "user:password that clients must give (A1111's --api-auth)",
+                           group=GROUP_SERVE, metavar="USER:PASSWORD")
+
+
+OptionSet = typing.TypeVar("OptionSet", PinOptions, EmbeddedOptions, WorkerOptions, ServeOptions)
 
 
 def specs(cls) -> tuple[Spec, ...]:
@@ -427,6 +511,28 @@ def _matrix(spec: Spec, value):
     return tuple(checked)
 
 
+def _urls(spec: Spec, value):
+    """Addresses of running WebUIs: http(s)://host[:port][/path], without a trailing slash."""
+    from urllib.parse import urlsplit
+
+    items = value if isinstance(value, (list, tuple)) else [value] if value else []
+    checked = []
+    for item in items:
+        if not isinstance(item, str):
+            raise _fail(spec, "must be addresses like http://127.0.0.1:7860", value)
+        text = item.strip().rstrip("/")
+        try:
+            parts = urlsplit(text)
+            parts.port  # noqa: B018 - raises for a port that is not a number
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.query or \
+                parts.fragment:
+            raise _fail(spec, "must be an address like http://127.0.0.1:7860", item)
+        checked.append(_utf8(spec, text))
+    return tuple(dict.fromkeys(checked))
+
+
 def _targets(spec: Spec, value):
     """Raw target values (paths, uploads, base64 strings): decoded and checked by the caller, which knows them."""
     if value is None:
@@ -439,6 +545,7 @@ _CHECKS: dict[str, Callable[[Spec, Any], Any]] = {
     "int": lambda spec, value: _number(spec, value, integer=True),
     "float": lambda spec, value: _number(spec, value, integer=False),
     "bool": _boolean, "choice": _choice, "text": _text, "words": _words, "matrix": _matrix, "targets": _targets,
+    "urls": _urls,
 }
 
 
@@ -504,17 +611,19 @@ def add_flags(parser: argparse.ArgumentParser, cls, skip: Iterable[str] = ()) ->
         common = {"dest": spec.name, "default": argparse.SUPPRESS, "help": cli_help(spec)}
         if spec.kind == "bool":
             group.add_argument(spec.cli_flag, action="store_false" if spec_default(spec) else "store_true", **common)
-        elif spec.kind in ("targets", "words"):
-            group.add_argument(spec.cli_flag, action="append", metavar="FILE" if spec.kind == "targets" else "WORD",
+        elif spec.kind in LIST_KINDS:
+            group.add_argument(spec.cli_flag, action="append", metavar=spec.metavar or LIST_KINDS[spec.kind],
                                **common)
         else:
             metavar = spec.metavar or ("{" + ",".join(spec.choices) + "}" if spec.choices else spec.kind.upper())
             group.add_argument(spec.cli_flag, metavar=metavar, **common)
 
 
+LIST_KINDS = {"targets": "FILE", "words": "WORD", "urls": "URL"}  # repeated flags, and what each value is
+
+
 def spec_default(spec: Spec):
-    return next(f.default for cls in (PinOptions, EmbeddedOptions) for f in dataclasses.fields(cls)
-                if f.name == spec.name)
+    return spec.default
 
 
 def tooltip(spec: Spec) -> str:
@@ -555,7 +664,8 @@ def _cell(text: str) -> str:
 
 
 def markdown_table(kind: str) -> str:
-    """The README's option tables: "script_args" (the WebUI's controls) or "cli" (the `pin` command's flags)."""
+    """The README's option tables: "script_args" (the WebUI's controls), "cli" (the `pin` command's flags),
+    "cli-webui" (its rendering flags with --webui) or "cli-serve" (the `serve` command's flags)."""
     if kind == "script_args":
         lines = ["| # | key | label in the UI | default | meaning |", "|---|---|---|---|---|"]
         for index, spec in enumerate(SCRIPT_CONTROLS):
@@ -566,19 +676,19 @@ def markdown_table(kind: str) -> str:
             lines.append(f"| {index} | `{spec.name}` | {_cell(label)} | `{default}` | {_cell(meaning)} |")
         return "\n".join(lines)
     lines = ["| flag | default | meaning |", "|---|---|---|"]
-    for cls in (EmbeddedOptions, PinOptions):
+    for cls in {"cli-webui": (WorkerOptions,), "cli-serve": (ServeOptions,)}.get(kind, (EmbeddedOptions, PinOptions)):
         for spec in specs(cls):
             if spec.flag == "":
                 continue
-            flag = spec.cli_flag + {"targets": " FILE", "words": " WORD"}.get(spec.kind, "") + (
-                f" {spec.metavar}" if spec.metavar else "")
+            flag = spec.cli_flag + (f" {spec.metavar or LIST_KINDS.get(spec.kind)}"
+                                    if spec.metavar or spec.kind in LIST_KINDS else "")
             meaning = flag_meaning(spec) + (f"; {range_text(spec)}" if spec.kind in ("int", "float") else "") + \
                 (f"; one of {', '.join(spec.choices)}" if spec.choices else "")
             lines.append(f"| `{flag}` | {_cell(cli_default(spec))} | {_cell(meaning)} |")
     return "\n".join(lines)
 
 
-README_SECTIONS = {"script_args": "<!-- script_args -->", "cli": "<!-- cli -->"}
+README_SECTIONS = {kind: f"<!-- {kind} -->" for kind in ("script_args", "cli", "cli-webui", "cli-serve")}
 
 
 def readme_with_tables(text: str) -> str:

@@ -35,6 +35,7 @@ INDEX_FILE = "index.html"
 RUN_PLOTS = ("cma_plot.png", "history.png", "looseness.png", "front.png")
 GENERATION_FOLDER = re.compile(r"\d{8}")
 
+WORKERS_API = "A1111 HTTP API"  # render.extra["api"] of a run rendered by WebUI workers (pin --webui)
 RUNNING, DONE, INTERRUPTED, FAILED = "running", "done", "interrupted", "failed"
 CAUSES = {  # cause -> the status it ends a run with
     "generations": DONE,      # the evaluation budget (generations x lambda) is spent

@@ -25,6 +25,9 @@ class Renderer(Protocol):
     def render(self, prompts: Sequence[tuple[str, str]]) -> list[Rendered]:
         """For each (positive, negative) prompt, its batch: one image per seed."""
 
+    # Optional: `take_notices() -> list[str]`, what the user should know of the last render (a worker that left
+    # the run); the engine adds them to the run's notices.
+
 
 class RunStopped(Exception):
     """Raised by a renderer (or the engine's stop check) to end the run early, keeping finished generations."""

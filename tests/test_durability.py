@@ -212,7 +212,8 @@ def test_ctrl_c_twice_while_the_report_is_written_loses_no_image(tmp_path):
     """Two Ctrl-C: the first ends the run, the second (while the slow report is still being written) skips
     the derived files; every individual's images are on disk, and the report shows what exists."""
     folder = tmp_path / "run"
-    process = run_cli(tmp_path, ARGV + ["--out", str(folder), "--generations", "50", "--lambda", "4"])
+    process = run_cli(tmp_path, ARGV + ["--out", str(folder), "--generations", "50", "--lambda", "4", "--first-look",
+                                        "0"])
     wait_for(lambda: (folder / "run.json").exists() and len(json.loads((folder / "run.json").read_text())[
         "generations"]) >= 3)
     process.send_signal(signal.SIGINT)
@@ -234,7 +235,7 @@ def test_ctrl_c_twice_while_the_report_is_written_loses_no_image(tmp_path):
 @pytest.mark.slow
 def test_sigterm_ends_a_run_like_ctrl_c(tmp_path):
     folder = tmp_path / "run"
-    process = run_cli(tmp_path, ARGV + ["--out", str(folder), "--generations", "50"])
+    process = run_cli(tmp_path, ARGV + ["--out", str(folder), "--generations", "50", "--first-look", "0"])
     wait_for(lambda: (folder / "run.json").exists() and json.loads((folder / "run.json").read_text())["generations"])
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=300)

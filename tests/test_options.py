@@ -7,7 +7,8 @@ import pytest
 
 from lib_pinning import options as schema
 from lib_pinning.cli import build_parser
-from lib_pinning.options import SCRIPT_CONTROLS, EmbeddedOptions, OptionError, PinOptions, parse, specs
+from lib_pinning.options import (SCRIPT_CONTROLS, EmbeddedOptions, OptionError, PinOptions, ServeOptions,
+                                 WorkerOptions, parse, specs)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,8 +19,9 @@ def test_the_readme_tables_are_the_schemas():
     assert "| 26 | `punctuation` |" in readme and "| `--keep WORD` |" in readme
 
 
-def test_every_option_has_a_label_a_help_and_a_flag_unique_to_it():
-    every = [*specs(PinOptions), *specs(EmbeddedOptions)]
+@pytest.mark.parametrize("rendering", [EmbeddedOptions, WorkerOptions, ServeOptions])
+def test_every_option_has_a_label_a_help_and_a_flag_unique_to_it(rendering):
+    every = [*specs(PinOptions), *specs(rendering)] if rendering is not ServeOptions else [*specs(ServeOptions)]
     for field in (lambda spec: spec.name, lambda spec: spec.label, lambda spec: spec.cli_flag):
         values = [field(spec) for spec in every]
         assert len(values) == len(set(values))
@@ -31,10 +33,22 @@ def test_every_option_has_a_label_a_help_and_a_flag_unique_to_it():
         "hyperbatch_force", "fork_strength"]
 
 
-def test_every_flag_of_pin_comes_from_the_schema():
-    commands = build_parser()._subparsers._group_actions[0].choices
+@pytest.mark.parametrize("webui", [False, True])
+def test_every_flag_of_pin_and_serve_comes_from_the_schema(webui):
+    commands = build_parser(webui)._subparsers._group_actions[0].choices
     flags = {action.option_strings[0] for action in commands["pin"]._actions if action.option_strings}
-    assert flags == {"-h", "--out"} | {spec.cli_flag for spec in [*specs(PinOptions), *specs(EmbeddedOptions)]}
+    rendering = WorkerOptions if webui else EmbeddedOptions
+    assert flags == {"-h", "--out"} | {spec.cli_flag for spec in [*specs(PinOptions), *specs(rendering)]}
+    flags = {action.option_strings[0] for action in commands["serve"]._actions if action.option_strings}
+    assert flags == {"-h"} | {spec.cli_flag for spec in specs(ServeOptions)}
+
+
+@pytest.mark.parametrize("value", ["ftp://host", "http://", "127.0.0.1:7860", "http://host:port", "http://h/?q=1",
+                                   ["http://ok", 5]])
+def test_a_worker_address_that_is_not_one_is_refused(value):
+    with pytest.raises(OptionError, match=r"WebUI \(webui\): must be"):
+        parse(WorkerOptions, {"webui": value if isinstance(value, list) else [value]})
+    assert parse(WorkerOptions, {"webui": ["http://a:7860/", "http://a:7860"]}).webui == ("http://a:7860",)
 
 
 @pytest.mark.parametrize("name, value", [  # each of these emptied an earlier run's folder before its exit 2

@@ -1,0 +1,206 @@
+"""`python -m lib_pinning serve`: the embedded model behind the part of A1111's HTTP API that pinning uses.
+
+txt2img (seeds, batch, sampler, schedule type, steps, size, CFG, the Hyperbatch fork strength setting), the
+samplers, schedulers, checkpoints and options lists, progress and interrupt, answered as A1111 v1.10 answers them,
+on FastAPI and uvicorn as A1111 and Forge run. One render at a time, as a WebUI's queue lock has it. Anyone can try
+`pin --webui` without a GPU or weights, and the tests run several of these over real HTTP.
+
+Its checkpoints are embedded models of consecutive model seeds, titled by prototypes and seed, so workers with
+another model loaded disagree by name as well as by pixels. Images are the embedded renderer's own 8-bit pictures
+as PNG: a run against this server scores what an in-process run of the embedded model scores.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+import threading
+import time
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from .embedded import EmbeddedModel, EmbeddedRenderer
+from .options import FORK_STRENGTH_DEFAULT, MAX_SEED, ServeOptions
+from .report.images import png_bytes, to_pixels
+from .samplers import SAMPLERS, SCHEDULES
+
+FORK_STRENGTH_SETTING = "hyperbatch_fork_strength"  # the extension's setting, as the WebUI names it
+RENDER_SECONDS_SETTING = "embedded_render_seconds"  # this server's own: the least time a batch takes
+SCHEDULE_TYPES = {"automatic": "Karras", **{name.lower(): name for name in SCHEDULES}}  # name or label -> schedule
+
+
+class Checkpoint:
+    """One embedded model offered as a checkpoint: its title as A1111 lists it ("name [short hash]")."""
+
+    def __init__(self, prototypes: int, model_seed: int):
+        self.prototypes, self.model_seed = prototypes, model_seed
+        self.name = f"embedded-p{prototypes}-s{model_seed}"
+        self.hash = hashlib.sha256(self.name.encode()).hexdigest()
+        self.title = f"{self.name} [{self.hash[:10]}]"
+
+    def known_as(self, name: str) -> bool:
+        return name in (self.title, self.name, self.hash, self.hash[:10], self.filename)
+
+    @property
+    def filename(self) -> str:
+        return f"{self.name}.safetensors"
+
+    def listed(self) -> dict:
+        return {"title": self.title, "model_name": self.name, "hash": self.hash[:10], "sha256": self.hash,
+                "filename": self.filename, "config": None}
+
+
+class EmbeddedWorker:
+    """The embedded model as a WebUI worker: one render at a time, interruptible while it waits out the delay."""
+
+    def __init__(self, options: ServeOptions):
+        self.options = options
+        self.checkpoints = [Checkpoint(options.prototypes, options.model_seed + index)
+                            for index in range(options.checkpoints)]
+        self.loaded = self.checkpoints[0]
+        self.settings = {FORK_STRENGTH_SETTING: FORK_STRENGTH_DEFAULT, RENDER_SECONDS_SETTING: options.render_seconds}
+        self.lock = threading.Lock()
+        self.interrupted = threading.Event()
+        self.busy = False
+        self.draws = np.random.default_rng()  # seed -1 only: A1111 draws a random seed too
+
+    @lru_cache(maxsize=8)  # noqa: B019 - one worker per process, a few models and sizes
+    def model(self, checkpoint: Checkpoint, size: int) -> EmbeddedModel:
+        return EmbeddedModel(count=checkpoint.prototypes, size=size, seed=checkpoint.model_seed,
+                             device=self.options.device)
+
+    def checkpoint(self, name: str) -> Checkpoint:
+        for checkpoint in self.checkpoints:
+            if checkpoint.known_as(name):
+                return checkpoint
+        raise ValueError(f"checkpoint not found: {name}")
+
+    def change(self, settings: dict) -> None:
+        """Change settings as A1111's POST /sdapi/v1/options does; a checkpoint is loaded and stays."""
+        if settings.get("sd_model_checkpoint"):
+            self.loaded = self.checkpoint(settings["sd_model_checkpoint"])
+        for name in (FORK_STRENGTH_SETTING, RENDER_SECONDS_SETTING):
+            if name in settings:
+                self.settings[name] = float(settings[name])
+
+    def txt2img(self, request: dict) -> dict:
+        width, height = int(request.get("width", 512)), int(request.get("height", 512))
+        if width != height:
+            raise ValueError(f"the embedded model renders square images: width {width} and height {height} differ")
+        sampler = request.get("sampler_name") or request.get("sampler_index") or "Euler"
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler not found: {sampler}")
+        schedule = SCHEDULE_TYPES.get(str(request.get("scheduler") or "automatic").lower())
+        if schedule is None:
+            raise ValueError(f"scheduler not found: {request.get('scheduler')}")
+        overrides = request.get("override_settings") or {}
+        checkpoint = self.checkpoint(overrides["sd_model_checkpoint"]) if overrides.get("sd_model_checkpoint") \
+            else self.loaded
+        seed = int(request.get("seed", -1))
+        if seed == -1:
+            seed = int(self.draws.integers(0, MAX_SEED))
+        count = int(request.get("batch_size", 1)) * int(request.get("n_iter", 1))
+        seeds = [seed + index for index in range(count)]
+        strength = float(overrides.get(FORK_STRENGTH_SETTING, self.settings[FORK_STRENGTH_SETTING]))
+        prompt = (str(request.get("prompt", "")), str(request.get("negative_prompt", "")))
+        with self.lock:
+            self.busy = True
+            self.interrupted.clear()
+            started = time.monotonic()
+            try:
+                renderer = EmbeddedRenderer(self.model(checkpoint, width), seeds, steps=int(request.get("steps", 50)),
+                                            sampler=sampler, schedule=schedule,
+                                            cfg_scale=float(request.get("cfg_scale", 7.0)), fork_strength=strength)
+                (rendered,) = renderer.render([prompt])
+                delay = self.settings[RENDER_SECONDS_SETTING] - (time.monotonic() - started)
+                self.interrupted.wait(max(0.0, delay))
+            finally:
+                self.busy = False
+        images = [base64.b64encode(png_bytes(pixels)).decode("ascii") for pixels in to_pixels(rendered.images)]
+        info = {"prompt": prompt[0], "negative_prompt": prompt[1], "seed": seed, "all_seeds": seeds,
+                "sampler_name": sampler, "scheduler": schedule, "steps": renderer.sigma_schedule.numel() - 1,
+                "cfg_scale": renderer.cfg_scale, "width": width, "height": height, "sd_model_name": checkpoint.name,
+                "sd_model_hash": checkpoint.hash[:10], "sd_vae_name": None, "batch_size": count}
+        return {"images": images, "parameters": request, "info": json.dumps(info)}
+
+    def options_now(self) -> dict:
+        return {"sd_model_checkpoint": self.loaded.title, "sd_checkpoint_hash": self.loaded.hash,
+                "sd_vae": "Automatic", **self.settings}
+
+
+def make_app(options: ServeOptions):
+    from fastapi import Body, Depends, FastAPI, HTTPException
+    from fastapi.security import HTTPBasic, HTTPBasicCredentials
+
+    worker = EmbeddedWorker(options)
+    basic = HTTPBasic(auto_error=False)
+
+    def authorised(credentials: HTTPBasicCredentials | None = Depends(basic)) -> None:
+        if not options.api_auth:
+            return
+        given = f"{credentials.username}:{credentials.password}" if credentials else ""
+        if not secrets.compare_digest(given.encode(), options.api_auth.encode()):
+            raise HTTPException(401, "Incorrect username or password", headers={"WWW-Authenticate": "Basic"})
+
+    app = FastAPI(title="sd-prompt-pinning embedded worker", dependencies=[Depends(authorised)])
+    app.state.worker = worker
+
+    @app.post("/sdapi/v1/txt2img")
+    def txt2img(request: dict[str, Any] = Body(...)) -> dict:
+        try:
+            return worker.txt2img(request)
+        except (ValueError, TypeError) as error:
+            raise HTTPException(422, str(error)) from None
+
+    @app.get("/sdapi/v1/samplers")
+    def samplers() -> list:
+        return [{"name": name, "aliases": [], "options": {}} for name in SAMPLERS]
+
+    @app.get("/sdapi/v1/schedulers")
+    def schedulers() -> list:
+        return [{"name": name, "label": "Automatic" if name == "automatic" else label}
+                for name, label in SCHEDULE_TYPES.items()]
+
+    @app.get("/sdapi/v1/sd-models")
+    def models() -> list:
+        return [checkpoint.listed() for checkpoint in worker.checkpoints]
+
+    @app.get("/sdapi/v1/sd-vae")
+    def vaes() -> list:
+        return []
+
+    @app.get("/sdapi/v1/options")
+    def get_options() -> dict:
+        return worker.options_now()
+
+    @app.post("/sdapi/v1/options")
+    def set_options(settings: dict[str, Any] = Body(...)) -> None:
+        try:
+            worker.change(settings)
+        except (ValueError, TypeError) as error:
+            raise HTTPException(422, str(error)) from None
+
+    @app.get("/sdapi/v1/progress")
+    def progress() -> dict:
+        return {"progress": 0.0, "eta_relative": 0.0, "current_image": None, "textinfo": None,
+                "state": {"skipped": False, "interrupted": worker.interrupted.is_set(), "job": "",
+                          "job_count": int(worker.busy), "job_no": 0, "sampling_step": 0, "sampling_steps": 0}}
+
+    @app.post("/sdapi/v1/interrupt")
+    def interrupt() -> None:
+        worker.interrupted.set()
+
+    return app
+
+
+def serve(options: ServeOptions) -> None:
+    """Answer requests until Ctrl-C or SIGTERM (uvicorn's own handling)."""
+    import uvicorn
+
+    loaded = EmbeddedWorker(options).loaded.title
+    print(f"embedded worker ({loaded}) on http://{options.host}:{options.port}", flush=True)
+    uvicorn.run(make_app(options), host=options.host, port=options.port, log_level="warning")

@@ -1,0 +1,1 @@
+"""Pinning on running WebUIs over their HTTP API: one worker (api), the fan-out renderer (pool), the runs (run)."""
