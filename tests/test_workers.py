@@ -182,6 +182,30 @@ def test_workers_killed_mid_generation_lose_nothing_and_a_run_without_workers_re
     assert timing_free_search(resumed.record) == timing_free_search(in_process)
 
 
+def test_ctrl_c_ends_a_run_on_workers_and_asks_the_busy_worker_to_stop(four, tmp_path):
+    import os
+    import signal
+
+    slow = WebUIWorker(four[3].url)
+
+    class CtrlC(Observer):
+        """After generation 0 the worker takes 60 s a batch; Ctrl-C comes while it renders generation 1."""
+
+        def on_generation(self, record, generation, rendered):
+            slow.set_options({"embedded_render_seconds": 60})
+            threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+
+    try:
+        result = pin_on(four[3:], tmp_path / "run", observers=[CtrlC()], timeout=120)
+        assert slow.call("GET", "/sdapi/v1/progress")["state"]["interrupted"]  # told to stop its batch
+    finally:
+        slow.set_options({"embedded_render_seconds": 0})
+        slow.close()
+    record = read_record(tmp_path / "run")
+    assert result.status == record.status == "interrupted" and record.ending.cause == "interrupt"
+    assert len(record.generations) == 1
+
+
 def test_a_run_on_workers_resumes_only_on_workers(four, tmp_path, capsys):
     pin_on(four[:1], tmp_path / "run", generations=1)
     assert cli.main(["pin", "--resume", str(tmp_path / "run")]) == cli.BAD_INPUT
