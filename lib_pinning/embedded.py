@@ -18,7 +18,7 @@ import torch
 from .emphasis import parse_attention
 from .noise import SeededNoise
 from .rendering import Rendered
-from .samplers import sample, sampler_spec, sigmas
+from .samplers import img2img_schedule, sample, sampler_spec, sigmas
 from .words import split_words
 
 # Noise range of the sampler schedule. sigma_max is large against the prototypes' norm so that x_T ~ N(0,
@@ -160,13 +160,18 @@ class EmbeddedRenderer:
     """
 
     def __init__(self, model: EmbeddedModel, seeds: Sequence[int], *, steps: int = 12, sampler: str = "DPM++ 2M",
-                 schedule: str = "Karras", cfg_scale: float = 3.0, fork_strength: float = 1.0):
+                 schedule: str = "Karras", cfg_scale: float = 3.0, fork_strength: float = 1.0,
+                 init: torch.Tensor | None = None, denoising_strength: float = 0.75):
+        """`init` (3, H, W) in [0, 1] at the model's size: img2img from it, renewing `denoising_strength` of it."""
         if len(seeds) == 0:
             raise ValueError("at least one seed is needed")
         self.model = model
         self.seeds = [int(s) for s in seeds]
         self.spec = sampler_spec(sampler)
         self.sigma_schedule = sigmas(steps, SIGMA_MIN, SIGMA_MAX, schedule, device=model.device)
+        self.init = None if init is None else (init.to(model.device) * 2 - 1)
+        if init is not None:
+            self.sigma_schedule = img2img_schedule(self.sigma_schedule, denoising_strength)
         self.cfg_scale = cfg_scale
         self.fork_strength = fork_strength  # Hyperbatch samplers only
 
@@ -186,7 +191,7 @@ class EmbeddedRenderer:
         noise = SeededNoise(self.seeds * len(prompts), self.model.image_shape, self.model.device)
         with torch.no_grad():
             latents = sample(self.spec, self.model.denoiser, noise, self.sigma_schedule, extra_args,
-                             groups=len(prompts), fork_strength=self.fork_strength)
+                             groups=len(prompts), fork_strength=self.fork_strength, init=self.init)
         return [Rendered(batch_images) for batch_images in to_8bit((latents + 1) / 2).split(batch)]
 
 

@@ -134,7 +134,10 @@ def resume_differences(stored: RunRecord, fresh: RunRecord) -> list[str]:
         if name not in RESUMABLE_CHANGES:
             compare(name, stored.options.get(name), fresh.options.get(name))
     for name, before in vars(stored.render).items():
-        compare(name, before, getattr(fresh.render, name))
+        if name != "extra":
+            compare(name, before, getattr(fresh.render, name))
+    for name in stored.render.extra.keys() | fresh.render.extra.keys():  # each by its own name
+        compare(name, stored.render.extra.get(name), fresh.render.extra.get(name))
     compare("words", (stored.genome.words, stored.genome.negative_words),
             (fresh.genome.words, fresh.genome.negative_words))
     compare("loss", (stored.objective.mode, stored.objective.target_count, stored.objective.tree),

@@ -328,6 +328,12 @@ class WorkerOptions(_Rendering):
     width: int = option(512, "int", "Width", "image width in pixels", group=GROUP_RENDER, minimum=8, maximum=4096)
     height: int = option(512, "int", "Height", "image height in pixels", group=GROUP_RENDER, minimum=8,
                          maximum=4096)
+    init_image: str = option(
+        "", "text", "Init image", "an image file: every batch is img2img from it (A1111's /sdapi/v1/img2img, resized "
+        "to the size); blank: txt2img", group=GROUP_RENDER, metavar="FILE")
+    denoising_strength: float = option(
+        0.75, "float", "Denoising strength", "img2img: how much of the init image is renewed (0: none, 1: all)",
+        group=GROUP_RENDER, minimum=0.0, maximum=1.0)
     checkpoint: str = option(
         "", "text", "Checkpoint", "a checkpoint the workers have (title, name or hash); it stays loaded on them; "
         "blank: the one each has loaded", group=GROUP_RENDER, metavar="NAME")

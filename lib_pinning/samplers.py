@@ -70,6 +70,12 @@ def sigmas(steps: int, sigma_min: float, sigma_max: float, schedule: str = "Karr
     raise ValueError(f"unknown schedule {schedule!r}; choose one of: {', '.join(SCHEDULES)}")
 
 
+def img2img_schedule(sigma_schedule: torch.Tensor, denoising_strength: float) -> torch.Tensor:
+    """The tail of a full schedule of `steps` that A1111's img2img samples (sigmas[steps - t_enc - 1:])."""
+    steps = len(sigma_schedule) - 1
+    return sigma_schedule[steps - img2img_steps(steps, denoising_strength):]
+
+
 def noise_kwargs(spec: SamplerSpec, noise: SeededNoise, sigma_schedule: torch.Tensor) -> dict:
     """The `noise_sampler` argument that keeps a stochastic sampler off torch's global RNG."""
     if spec.noise == "ancestral":
@@ -82,16 +88,27 @@ def noise_kwargs(spec: SamplerSpec, noise: SeededNoise, sigma_schedule: torch.Te
     return {}
 
 
+def img2img_steps(steps: int, denoising_strength: float) -> int:
+    """The steps A1111's img2img samples: the denoising strength's share of them, plus one (setup_img2img_steps,
+    with "img2img_fix_steps" off, its default)."""
+    return int(min(denoising_strength, 0.999) * steps) + 1
+
+
 def sample(spec: SamplerSpec, denoiser, noise: SeededNoise, sigma_schedule: torch.Tensor,
            extra_args: dict, callback: Callable | None = None, *, groups: int = 1,
-           fork_strength: float = 1.0) -> torch.Tensor:
+           fork_strength: float = 1.0, init: torch.Tensor | None = None) -> torch.Tensor:
     """Run one k-diffusion sampler from the seeded initial noise; returns the denoised batch.
+
+    `init` (img2img): the image the noise is added to, as A1111's img2img starts from it; the schedule is then
+    the tail of the full one (`img2img_schedule`).
 
     A Hyperbatch sampler forks each of the `groups` equal blocks of rows (e.g. one per prompt) as its own trees.
     Some k-diffusion samplers draw from torch's global RNG even when the draw is unused (Euler's churn noise):
     the global state is forked so that a run leaves it as it found it.
     """
     x = noise.initial(float(sigma_schedule[0]))
+    if init is not None:
+        x = x + init
     options = {"groups": groups, "fork_strength": fork_strength} if spec.hyperbatch else {}
     devices = [x.device] if x.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):

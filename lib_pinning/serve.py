@@ -1,6 +1,7 @@
 """`python -m lib_pinning serve`: the embedded model behind the part of A1111's HTTP API that pinning uses.
 
-txt2img (seeds, batch, sampler, schedule type, steps, size, CFG, the Hyperbatch fork strength setting), the
+txt2img and img2img (seeds, batch, sampler, schedule type, steps, size, CFG, denoising strength, the Hyperbatch
+fork strength setting), the
 samplers, schedulers, checkpoints and options lists, progress and interrupt, answered as A1111 v1.10 answers them,
 on FastAPI and uvicorn as A1111 and Forge run. One render at a time, as a WebUI's queue lock has it. Anyone can try
 `pin --webui` without a GPU or weights, and the tests run several of these over real HTTP.
@@ -22,8 +23,11 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from .embedded import EmbeddedModel, EmbeddedRenderer
+from .errors import InputError
+from .images import decode_image, image_to_tensor
 from .options import FORK_STRENGTH_DEFAULT, MAX_SEED, ServeOptions
 from .report.images import png_bytes, to_pixels
 from .samplers import SAMPLERS, SCHEDULES
@@ -87,7 +91,20 @@ class EmbeddedWorker:
             if name in settings:
                 self.settings[name] = float(settings[name])
 
-    def txt2img(self, request: dict) -> dict:
+    def img2img(self, request: dict) -> dict:
+        """img2img from the first init image (resized to the size asked for, as A1111's "just resize")."""
+        images = request.get("init_images") or []
+        if not images:
+            raise ValueError("img2img needs an init image (init_images)")
+        size = (int(request.get("width", 512)), int(request.get("height", 512)))
+        try:
+            picture = decode_image(base64.b64decode(str(images[0]).split(",", 1)[-1], validate=True), "init image")
+        except (ValueError, InputError) as error:
+            raise ValueError(f"init_images[0]: {error}") from None
+        init = image_to_tensor(picture.convert("RGB").resize(size, Image.Resampling.LANCZOS))
+        return self.txt2img(request, init, float(request.get("denoising_strength", 0.75)))
+
+    def txt2img(self, request: dict, init=None, denoising_strength: float = 0.75) -> dict:
         width, height = int(request.get("width", 512)), int(request.get("height", 512))
         if width != height:
             raise ValueError(f"the embedded model renders square images: width {width} and height {height} differ")
@@ -114,7 +131,8 @@ class EmbeddedWorker:
             try:
                 renderer = EmbeddedRenderer(self.model(checkpoint, width), seeds, steps=int(request.get("steps", 50)),
                                             sampler=sampler, schedule=schedule,
-                                            cfg_scale=float(request.get("cfg_scale", 7.0)), fork_strength=strength)
+                                            cfg_scale=float(request.get("cfg_scale", 7.0)), fork_strength=strength,
+                                            init=init, denoising_strength=denoising_strength)
                 (rendered,) = renderer.render([prompt])
                 delay = self.settings[RENDER_SECONDS_SETTING] - (time.monotonic() - started)
                 self.interrupted.wait(max(0.0, delay))
@@ -122,7 +140,7 @@ class EmbeddedWorker:
                 self.busy = False
         images = [base64.b64encode(png_bytes(pixels)).decode("ascii") for pixels in to_pixels(rendered.images)]
         info = {"prompt": prompt[0], "negative_prompt": prompt[1], "seed": seed, "all_seeds": seeds,
-                "sampler_name": sampler, "scheduler": schedule, "steps": renderer.sigma_schedule.numel() - 1,
+                "sampler_name": sampler, "scheduler": schedule, "steps": int(request.get("steps", 50)),
                 "cfg_scale": renderer.cfg_scale, "width": width, "height": height, "sd_model_name": checkpoint.name,
                 "sd_model_hash": checkpoint.hash[:10], "sd_vae_name": None, "batch_size": count}
         return {"images": images, "parameters": request, "info": json.dumps(info)}
@@ -153,6 +171,13 @@ def make_app(options: ServeOptions):
     def txt2img(request: dict[str, Any] = Body(...)) -> dict:
         try:
             return worker.txt2img(request)
+        except (ValueError, TypeError) as error:
+            raise HTTPException(422, str(error)) from None
+
+    @app.post("/sdapi/v1/img2img")
+    def img2img(request: dict[str, Any] = Body(...)) -> dict:
+        try:
+            return worker.img2img(request)
         except (ValueError, TypeError) as error:
             raise HTTPException(422, str(error)) from None
 

@@ -6,6 +6,8 @@ that die are left behind without losing or doubling an individual; workers that 
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import threading
 
 import pytest
@@ -94,15 +96,15 @@ def test_workers_with_another_checkpoint_loaded_are_refused_naming_it(four, tmp_
 
 
 def test_workers_whose_images_differ_are_refused_unless_a_tolerance_allows(four, tmp_path, monkeypatch):
-    real = WebUIWorker.txt2img
+    real = WebUIWorker.render
 
-    def brighter_on_the_second(self, payload, seeds):
-        images = real(self, payload, seeds)
+    def brighter_on_the_second(self, payload, seeds, img2img=False):
+        images = real(self, payload, seeds, img2img)
         if self.url == four[1].url:
             images = [image.point(lambda value: min(255, value + 3)) for image in images]
         return images
 
-    monkeypatch.setattr(WebUIWorker, "txt2img", brighter_on_the_second)
+    monkeypatch.setattr(WebUIWorker, "render", brighter_on_the_second)
     with pytest.raises(InputError, match=rf"{four[1].url} renders your prompt differently from {four[0].url} \(a "
                                          "pixel differs by 3 of 255; the tolerance is 0\\) with the same checkpoint"):
         pin_on(four[:2], tmp_path / "refused")
@@ -149,6 +151,36 @@ def test_credentials_are_given_and_a_refusal_is_named():
             else:
                 assert worker.facts().checkpoint.startswith("embedded-p16-s0")
             worker.close()
+
+
+def test_img2img_starts_from_the_init_image_and_a_resume_with_another_is_refused(four, tmp_path):
+    from PIL import Image
+
+    from lib_pinning.embedded import make_prototypes
+    from lib_pinning.engine import ResumeRefused
+    from lib_pinning.images import image_to_tensor
+    from lib_pinning.options import WorkerOptions, parse
+    from lib_pinning.report.images import to_pixels
+    from lib_pinning.workers.pool import WorkerPool
+
+    init = tmp_path / "init.png"
+    Image.fromarray(to_pixels(make_prototypes(16, 16)[5:6])[0]).save(init)
+    wanted = image_to_tensor(Image.open(init))
+    distance = {}
+    for strength in (0.1, 1.0):
+        options = parse(WorkerOptions, {**OVER_HTTP, "webui": [four[0].url], "init_image": str(init),
+                                        "denoising_strength": strength})
+        pool = WorkerPool.connect(options, base64.b64encode(init.read_bytes()).decode())
+        images = pool.agree((PROMPT, NEGATIVE)).images
+        pool.close()
+        distance[strength] = float((images - wanted).abs().mean())
+    assert distance[0.1] < 0.02 < 0.1 < distance[1.0]  # a little noise kept it, a full renewal did not
+
+    result = pin_on(four[:1], tmp_path / "run", init_image=str(init), denoising_strength=0.5, generations=1)
+    assert result.record.render.extra["init_image_sha256"] == hashlib.sha256(init.read_bytes()).hexdigest()
+    Image.fromarray(to_pixels(make_prototypes(16, 16)[6:7])[0]).save(init)  # another picture, the same file name
+    with pytest.raises(ResumeRefused, match="init_image_sha256: '"):
+        workers.resume(tmp_path / "run", webui=[four[0].url], generations=2, progress=False)
 
 
 class Kill(Observer):

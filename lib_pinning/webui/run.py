@@ -24,6 +24,7 @@ from ..options import AUTO, FORK_STRENGTH_DEFAULT, PinOptions, parse
 from ..record import TARGETS_FOLDER, RenderRecord, RunRecord, read_record
 from ..report import ReportRecorder
 from ..runfile import RunLock, new_run_dir
+from ..samplers import img2img_steps
 from . import samplers, script_args, targets, text_model
 from .renderer import Preview, WebUIRenderer, seeds_of, subseeds_of
 
@@ -71,7 +72,7 @@ def _sampled_steps(p) -> int:
         return p.steps
     if (p.override_settings or {}).get("img2img_fix_steps", shared.opts.img2img_fix_steps):
         return p.steps
-    return int(min(p.denoising_strength, 0.999) * p.steps) + 1
+    return img2img_steps(p.steps, p.denoising_strength)
 
 
 def inherited_fork_strength(p) -> float:

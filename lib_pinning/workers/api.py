@@ -103,15 +103,16 @@ class WebUIWorker:
         """Change settings (a checkpoint to load: it may take minutes)."""
         self.call("POST", "/sdapi/v1/options", settings, timeout=max(self.timeout, 600.0))
 
-    def txt2img(self, payload: dict, seeds: list[int]) -> list[Image.Image]:
-        """One batch: an image per seed, checked to be the seeds asked for."""
+    def render(self, payload: dict, seeds: list[int], img2img: bool = False) -> list[Image.Image]:
+        """One batch (txt2img, or img2img): an image per seed, checked to be the seeds asked for."""
         started = time.perf_counter()
-        answer = self.call("POST", "/sdapi/v1/txt2img", payload)
+        kind = "img2img" if img2img else "txt2img"
+        answer = self.call("POST", f"/sdapi/v1/{kind}", payload)
         try:
             info = json.loads(answer.get("info") or "{}")
             images = [_decode(data) for data in answer["images"]]
         except (KeyError, TypeError, ValueError, binascii.Error, UnidentifiedImageError) as error:
-            raise WorkerError(self.url, f"answered txt2img with something that is not images ({error})") from None
+            raise WorkerError(self.url, f"answered {kind} with something that is not images ({error})") from None
         if len(images) == len(seeds) + 1:  # a grid in front (the WebUI's "return grid" with a grid saved)
             images = images[1:]
         if len(images) != len(seeds):

@@ -39,7 +39,9 @@ class WorkersGone(RuntimeError):
 
 
 class WorkerPool:
-    def __init__(self, workers: Sequence[WebUIWorker], options: WorkerOptions, facts: WorkerFacts):
+    def __init__(self, workers: Sequence[WebUIWorker], options: WorkerOptions, facts: WorkerFacts,
+                 init_image: str | None = None):
+        self.init_image = init_image  # img2img: the init image's file as base64; None: txt2img
         self.workers = list(workers)
         self.alive = list(workers)
         self.options = options
@@ -53,8 +55,9 @@ class WorkerPool:
 
     # -- before the run ------------------------------------------------------------------------------------
     @classmethod
-    def connect(cls, options: WorkerOptions) -> WorkerPool:
-        """Every worker asked what it has; an InputError names every worker that is down or lacks something."""
+    def connect(cls, options: WorkerOptions, init_image: str | None = None) -> WorkerPool:
+        """Every worker asked what it has; an InputError names every worker that is down or lacks something.
+        `init_image`: the base64 of the init image's file, for img2img."""
         if not options.webui:
             raise InputError("WebUI (webui): give at least one worker address, e.g. --webui http://127.0.0.1:7860")
         workers = [WebUIWorker(url, auth=options.api_auth, timeout=options.timeout, retries=options.retries)
@@ -74,7 +77,7 @@ class WorkerPool:
         if differences:
             _close(workers)
             raise InputError("the workers differ: " + "; ".join(differences))
-        pool = cls(workers, options, answers[0])
+        pool = cls(workers, options, answers[0], init_image)
         pool._switches = switches
         return pool
 
@@ -181,20 +184,28 @@ class WorkerPool:
                 self._lock.notify_all()
 
     def _images(self, worker: WebUIWorker, prompt: tuple[str, str]) -> torch.Tensor:
-        images = worker.txt2img(self.payload(prompt), self.seeds)
+        images = worker.render(self.payload(prompt), self.seeds, img2img=self.init_image is not None)
         return torch.stack([image_to_tensor(image) for image in images])
 
     def payload(self, prompt: tuple[str, str]) -> dict:
-        """The txt2img request of one batch: the run's settings, nothing saved on the worker."""
+        """The txt2img (or img2img) request of one batch: the run's settings, nothing saved on the worker."""
         options = self.options
         overrides = {}
         if is_hyperbatch_sampler(options.sampler) and self.fork_strength is not None:
             overrides["hyperbatch_fork_strength"] = self.fork_strength
+        if self.init_image is not None:
+            overrides["img2img_fix_steps"] = False  # the steps the run's tree weighting counts (A1111's default)
+            return {**self._common(prompt, options, overrides), "init_images": [self.init_image],
+                    "denoising_strength": options.denoising_strength, "resize_mode": 0,
+                    "include_init_images": False}
+        return {**self._common(prompt, options, overrides), "enable_hr": False}
+
+    def _common(self, prompt: tuple[str, str], options: WorkerOptions, overrides: dict) -> dict:
         return {"prompt": prompt[0], "negative_prompt": prompt[1], "seed": self.seeds[0], "subseed": self.seeds[0],
                 "subseed_strength": 0, "batch_size": len(self.seeds), "n_iter": 1, "steps": options.steps,
                 "sampler_name": options.sampler, "scheduler": options.scheduler, "cfg_scale": options.cfg_scale,
                 "width": options.width, "height": options.height, "restore_faces": False, "tiling": False,
-                "enable_hr": False, "do_not_save_samples": True, "do_not_save_grid": True, "save_images": False,
+                "do_not_save_samples": True, "do_not_save_grid": True, "save_images": False,
                 "send_images": True, "override_settings": overrides, "override_settings_restore_afterwards": True}
 
     def take_notices(self) -> list[str]:

@@ -8,7 +8,9 @@ rendered, never where.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +23,7 @@ from ..observer import Observer
 from ..options import FORK_STRENGTH_DEFAULT, PinOptions, WorkerOptions, parse
 from ..record import WORKERS_API, RenderRecord, RunRecord, read_record
 from ..runner import execute
+from ..samplers import img2img_steps
 from .pool import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -42,13 +45,21 @@ def pin_workers(options: PinOptions, render: WorkerOptions, *, out: str | Path |
                 observers: Sequence[Observer] = (), progress: bool = True, report: bool = True,
                 resume: RunRecord | None = None) -> RunResult:
     images = [open_image(path) for path in options.targets]  # every file is read before a worker is asked
-    pool = WorkerPool.connect(render)
+    extra, init_image, sampled_steps = {}, None, render.steps
+    if render.init_image:
+        open_image(render.init_image)
+        data = Path(render.init_image).read_bytes()
+        init_image = base64.b64encode(data).decode("ascii")
+        extra = {"init_image": render.init_image, "init_image_sha256": hashlib.sha256(data).hexdigest(),
+                 "denoising_strength": render.denoising_strength}
+        sampled_steps = img2img_steps(render.steps, render.denoising_strength)
+    pool = WorkerPool.connect(render, init_image)
     try:
         facts = pool.facts
         plan = RenderPlan(RenderRecord(pool.seeds, render.sampler, render.scheduler, render.steps, render.cfg_scale,
                                        render.width, render.height, facts.checkpoint,
-                                       {"api": WORKERS_API, "vae": facts.vae}),
-                          sampled_steps=render.steps, tree_size=render.batch,
+                                       {"api": WORKERS_API, "vae": facts.vae, **extra}),
+                          sampled_steps=sampled_steps, tree_size=render.batch,
                           fork_strength=facts.fork_strength if facts.fork_strength is not None else FORK_STRENGTH_DEFAULT)
 
         def make_renderer(resolved: PinOptions) -> WorkerPool:
@@ -88,5 +99,6 @@ def recorded_values(record: RunRecord) -> tuple[dict, dict]:
     rendering = {"prompt": record.prompt, "negative_prompt": record.negative_prompt, "seed": render.seeds[0],
                  "batch": len(render.seeds), "steps": render.steps, "sampler": render.sampler,
                  "scheduler": render.schedule, "cfg_scale": render.cfg_scale, "width": render.width,
-                 "height": render.height, "checkpoint": render.model, "vae": render.extra.get("vae", "")}
+                 "height": render.height, "checkpoint": render.model, "vae": render.extra.get("vae", ""),
+                 **{name: render.extra[name] for name in ("init_image", "denoising_strength") if name in render.extra}}
     return pinning, rendering
