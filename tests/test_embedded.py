@@ -93,3 +93,17 @@ def test_the_prompt_moves_prior_mass():
     plain, heavy = model.log_prior("red circle"), model.log_prior("(red:3) circle")
     assert not torch.allclose(plain, heavy)
     assert torch.allclose(plain.exp().sum(), torch.tensor(1.0))
+
+
+@pytest.mark.parametrize("strength", [0.0, 0.05, 0.3, 0.75, 0.999, 1.0])
+def test_img2img_samples_the_tail_of_the_schedule_that_a1111_does(strength):
+    """A1111's img2img: t_enc = int(min(strength, 0.999) * steps), sigmas[steps - t_enc - 1:]; the tree weighting
+    counts the steps that tail has."""
+    from lib_pinning.samplers import img2img_schedule, img2img_steps, sigmas
+
+    for steps in range(1, 31):
+        full = sigmas(steps, 0.01, 80.0)
+        t_enc = int(min(strength, 0.999) * steps)
+        tail = img2img_schedule(full, strength)
+        assert torch.equal(tail, full[steps - t_enc - 1:])
+        assert len(tail) - 1 == img2img_steps(steps, strength) == t_enc + 1
