@@ -63,7 +63,7 @@ def test_four_workers_one_worker_and_the_model_in_process_give_the_same_run(four
 def test_a_slow_worker_takes_fewer_individuals(four, tmp_path, caplog):
     caplog.set_level("INFO", logger="lib_pinning")
     slow = WebUIWorker(four[0].url)
-    slow.set_options({"embedded_render_seconds": 0.5})
+    slow.set_options({"embedded_render_seconds": 1.5})
     try:
         pin_on(four[:2], tmp_path / "run")
     finally:
