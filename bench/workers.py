@@ -22,7 +22,7 @@ from datetime import date
 from benchlib import ROOT, append_section, machine
 
 from lib_pinning.workers import run as workers  # noqa: E402
-from lib_pinning.workers.pool import wait_until_up  # noqa: E402
+from lib_pinning.workers.api import wait_until_up  # noqa: E402
 
 PROMPT, NEGATIVE = "a quiet painting of round shapes, warm colours, soft light, simple", "noise, stripes"
 COUNTS = (1, 2, 4)

@@ -34,7 +34,7 @@ from .samplers import SAMPLERS, SCHEDULES
 
 FORK_STRENGTH_SETTING = "hyperbatch_fork_strength"  # the extension's setting, as the WebUI names it
 RENDER_SECONDS_SETTING = "embedded_render_seconds"  # this server's own: the least time a batch takes
-SCHEDULE_TYPES = {"automatic": "Karras", **{name.lower(): name for name in SCHEDULES}}  # name or label -> schedule
+SCHEDULE_TYPES = {"Automatic": "Karras", **{name: name for name in SCHEDULES}}  # label -> the embedded schedule
 
 
 class Checkpoint:
@@ -111,7 +111,8 @@ class EmbeddedWorker:
         sampler = request.get("sampler_name") or request.get("sampler_index") or "Euler"
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler not found: {sampler}")
-        schedule = SCHEDULE_TYPES.get(str(request.get("scheduler") or "automatic").lower())
+        asked = str(request.get("scheduler") or "automatic").lower()  # a name or a label, as A1111 takes it
+        schedule = next((schedule for label, schedule in SCHEDULE_TYPES.items() if label.lower() == asked), None)
         if schedule is None:
             raise ValueError(f"scheduler not found: {request.get('scheduler')}")
         overrides = request.get("override_settings") or {}
@@ -151,7 +152,8 @@ class EmbeddedWorker:
 
 
 def make_app(options: ServeOptions):
-    from fastapi import Body, Depends, FastAPI, HTTPException
+    from fastapi import Body, Depends, FastAPI, HTTPException, Request
+    from fastapi.responses import JSONResponse
     from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
     worker = EmbeddedWorker(options)
@@ -167,19 +169,19 @@ def make_app(options: ServeOptions):
     app = FastAPI(title="sd-prompt-pinning embedded worker", dependencies=[Depends(authorised)])
     app.state.worker = worker
 
+    @app.exception_handler(ValueError)
+    @app.exception_handler(TypeError)
+    def refused(request: Request, error: Exception) -> JSONResponse:
+        """A request the worker cannot render (a bad value, an unknown sampler or checkpoint): 422 with why."""
+        return JSONResponse({"detail": str(error)}, status_code=422)
+
     @app.post("/sdapi/v1/txt2img")
     def txt2img(request: dict[str, Any] = Body(...)) -> dict:
-        try:
-            return worker.txt2img(request)
-        except (ValueError, TypeError) as error:
-            raise HTTPException(422, str(error)) from None
+        return worker.txt2img(request)
 
     @app.post("/sdapi/v1/img2img")
     def img2img(request: dict[str, Any] = Body(...)) -> dict:
-        try:
-            return worker.img2img(request)
-        except (ValueError, TypeError) as error:
-            raise HTTPException(422, str(error)) from None
+        return worker.img2img(request)
 
     @app.get("/sdapi/v1/samplers")
     def samplers() -> list:
@@ -187,8 +189,7 @@ def make_app(options: ServeOptions):
 
     @app.get("/sdapi/v1/schedulers")
     def schedulers() -> list:
-        return [{"name": name, "label": "Automatic" if name == "automatic" else label}
-                for name, label in SCHEDULE_TYPES.items()]
+        return [{"name": label.lower(), "label": label} for label in SCHEDULE_TYPES]
 
     @app.get("/sdapi/v1/sd-models")
     def models() -> list:
@@ -204,10 +205,7 @@ def make_app(options: ServeOptions):
 
     @app.post("/sdapi/v1/options")
     def set_options(settings: dict[str, Any] = Body(...)) -> None:
-        try:
-            worker.change(settings)
-        except (ValueError, TypeError) as error:
-            raise HTTPException(422, str(error)) from None
+        worker.change(settings)
 
     @app.get("/sdapi/v1/progress")
     def progress() -> dict:
@@ -226,6 +224,6 @@ def serve(options: ServeOptions) -> None:
     """Answer requests until Ctrl-C or SIGTERM (uvicorn's own handling)."""
     import uvicorn
 
-    loaded = EmbeddedWorker(options).loaded.title
+    loaded = Checkpoint(options.prototypes, options.model_seed).title
     print(f"embedded worker ({loaded}) on http://{options.host}:{options.port}", flush=True)
     uvicorn.run(make_app(options), host=options.host, port=options.port, log_level="warning")

@@ -11,7 +11,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from lib_pinning.workers.pool import wait_until_up
+from lib_pinning.workers.api import wait_until_up
 
 ROOT = Path(__file__).resolve().parent.parent
 # One small job, rendered in-process and by workers alike.

@@ -154,3 +154,22 @@ def _detail(answer: httpx.Response) -> str:
             if body.get(key):
                 return str(body[key])[:300]
     return str(body)[:300]
+
+
+def wait_until_up(url: str, seconds: float = 60.0) -> None:
+    """Wait for a worker that is starting (tests, benchmarks); a WorkerError when it does not answer in time."""
+    worker = WebUIWorker(url, timeout=5.0, retries=0)
+    deadline = time.monotonic() + seconds
+    try:
+        while True:
+            try:
+                worker.call("GET", "/sdapi/v1/options")
+                return
+            except WorkerError as error:
+                if "refused the credentials" in str(error):
+                    return  # up, and asking for credentials
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+    finally:
+        worker.close()

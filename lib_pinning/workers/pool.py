@@ -16,9 +16,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -40,7 +40,7 @@ class WorkersGone(RuntimeError):
 
 class WorkerPool:
     def __init__(self, workers: Sequence[WebUIWorker], options: WorkerOptions, facts: WorkerFacts,
-                 init_image: str | None = None):
+                 init_image: str | None = None, switches: Sequence[dict] = ()):
         self.init_image = init_image  # img2img: the init image's file as base64; None: txt2img
         self.workers = list(workers)
         self.alive = list(workers)
@@ -49,7 +49,7 @@ class WorkerPool:
         self.seeds = [options.seed + index for index in range(options.batch)]
         self.fork_strength = facts.fork_strength
         self._agreed: tuple[tuple[str, str], Rendered] | None = None
-        self._switches: list[dict] = [{} for _ in self.workers]  # settings each worker loads before rendering
+        self._switches = list(switches)  # settings each worker loads before it renders (per worker, or none)
         self._notices: list[str] = []
         self._lock = threading.Condition()
 
@@ -63,7 +63,7 @@ class WorkerPool:
         workers = [WebUIWorker(url, auth=options.api_auth, timeout=options.timeout, retries=options.retries)
                    for url in options.webui]
         with ThreadPoolExecutor(len(workers)) as executor:
-            answers = list(executor.map(_facts_or_error, workers))
+            answers = list(executor.map(lambda worker: _attempt(worker.facts), workers))
         problems = [str(answer) for answer in answers if isinstance(answer, WorkerError)]
         if not problems:
             problems = [problem for worker, facts in zip(workers, answers)
@@ -77,9 +77,7 @@ class WorkerPool:
         if differences:
             _close(workers)
             raise InputError("the workers differ: " + "; ".join(differences))
-        pool = cls(workers, options, answers[0], init_image)
-        pool._switches = switches
-        return pool
+        return cls(workers, options, answers[0], init_image, switches)
 
     def agree(self, prompt: tuple[str, str]) -> Rendered:
         """Render `prompt` on every worker; refuse (InputError) when their images differ by more than the tolerance.
@@ -95,9 +93,9 @@ class WorkerPool:
                 except WorkerError as error:
                     self.close()
                     raise InputError(str(error)) from None
-        self._switches = [{} for _ in self.workers]
+        self._switches = []
         with ThreadPoolExecutor(len(self.workers)) as executor:
-            batches = list(executor.map(lambda worker: _batch_or_error(self, worker, prompt), self.workers))
+            batches = list(executor.map(lambda worker: _attempt(lambda: self._images(worker, prompt)), self.workers))
         failed = [str(batch) for batch in batches if isinstance(batch, WorkerError)]
         if failed:
             self.close()
@@ -195,18 +193,16 @@ class WorkerPool:
             overrides["hyperbatch_fork_strength"] = self.fork_strength
         if self.init_image is not None:
             overrides["img2img_fix_steps"] = False  # the steps the run's tree weighting counts (A1111's default)
-            return {**self._common(prompt, options, overrides), "init_images": [self.init_image],
-                    "denoising_strength": options.denoising_strength, "resize_mode": 0,
-                    "include_init_images": False}
-        return {**self._common(prompt, options, overrides), "enable_hr": False}
-
-    def _common(self, prompt: tuple[str, str], options: WorkerOptions, overrides: dict) -> dict:
-        return {"prompt": prompt[0], "negative_prompt": prompt[1], "seed": self.seeds[0], "subseed": self.seeds[0],
-                "subseed_strength": 0, "batch_size": len(self.seeds), "n_iter": 1, "steps": options.steps,
-                "sampler_name": options.sampler, "scheduler": options.scheduler, "cfg_scale": options.cfg_scale,
-                "width": options.width, "height": options.height, "restore_faces": False, "tiling": False,
-                "do_not_save_samples": True, "do_not_save_grid": True, "save_images": False,
-                "send_images": True, "override_settings": overrides, "override_settings_restore_afterwards": True}
+        request = {"prompt": prompt[0], "negative_prompt": prompt[1], "seed": self.seeds[0], "subseed": self.seeds[0],
+                   "subseed_strength": 0, "batch_size": len(self.seeds), "n_iter": 1, "steps": options.steps,
+                   "sampler_name": options.sampler, "scheduler": options.scheduler, "cfg_scale": options.cfg_scale,
+                   "width": options.width, "height": options.height, "restore_faces": False, "tiling": False,
+                   "do_not_save_samples": True, "do_not_save_grid": True, "save_images": False, "send_images": True,
+                   "override_settings": overrides, "override_settings_restore_afterwards": True}
+        if self.init_image is None:
+            return {**request, "enable_hr": False}
+        return {**request, "init_images": [self.init_image], "denoising_strength": options.denoising_strength,
+                "resize_mode": 0, "include_init_images": False}
 
     def take_notices(self) -> list[str]:
         with self._lock:
@@ -215,9 +211,12 @@ class WorkerPool:
 
     def speeds(self) -> list[str]:
         """Each worker's share of the run, for the console."""
-        return [f"{worker.url}: {worker.renders} batches, {worker.seconds / worker.renders:.2f} s each"
-                + ("" if worker in self.alive else " (left the run)") if worker.renders else
-                f"{worker.url}: no batch" for worker in self.workers]
+        lines = []
+        for worker in self.workers:
+            share = f"{worker.renders} batches, {worker.seconds / worker.renders:.2f} s each" if worker.renders \
+                else "no batch"
+            lines.append(f"{worker.url}: {share}" + ("" if worker in self.alive else " (left the run)"))
+        return lines
 
     def close(self) -> None:
         _close(self.workers)
@@ -227,16 +226,10 @@ def _workers(count: int) -> str:
     return f"{count} worker{'' if count == 1 else 's'}"
 
 
-def _facts_or_error(worker: WebUIWorker) -> WorkerFacts | WorkerError:
+def _attempt(call: Callable[[], Any]) -> Any:
+    """The call's answer, or the WorkerError it raised (to gather every worker's answer before judging)."""
     try:
-        return worker.facts()
-    except WorkerError as error:
-        return error
-
-
-def _batch_or_error(pool: WorkerPool, worker: WebUIWorker, prompt) -> torch.Tensor | WorkerError:
-    try:
-        return pool._images(worker, prompt)
+        return call()
     except WorkerError as error:
         return error
 
@@ -304,23 +297,4 @@ def _differences(workers: Sequence[WebUIWorker], answers: Sequence[WorkerFacts])
 
 def _close(workers: Sequence[WebUIWorker]) -> None:
     for worker in workers:
-        worker.close()
-
-
-def wait_until_up(url: str, seconds: float = 60.0) -> None:
-    """Wait for a worker that is starting (tests, benchmarks); a WorkerError when it does not answer in time."""
-    worker = WebUIWorker(url, timeout=5.0, retries=0)
-    deadline = time.monotonic() + seconds
-    try:
-        while True:
-            try:
-                worker.call("GET", "/sdapi/v1/options")
-                return
-            except WorkerError as error:
-                if "refused the credentials" in str(error):
-                    return  # up, and asking for credentials
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-    finally:
         worker.close()
