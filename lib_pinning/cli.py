@@ -2,8 +2,8 @@
 reports, and the embedded model served as a WebUI worker.
 
 The flags come from the options schema (lib_pinning.options); `pin --webui URL` renders on WebUIs, with A1111's
-rendering flags (WorkerOptions) in place of the embedded model's (EmbeddedOptions). Exit codes follow how the run ended, not
-which exception was raised: 0 done; 2 bad input, found before anything was written; 1 a fault after the run
+rendering flags (WorkerOptions) in place of the embedded model's (EmbeddedOptions). Exit codes follow how the run
+ended, not which exception was raised: 0 done; 2 bad input, found before anything was written; 1 a fault after the run
 started (run.json says "failed" and why); 130 interrupted by Ctrl-C, 143 by SIGTERM. Diagnostics go to stderr,
 the summary to stdout.
 """
@@ -90,10 +90,6 @@ def report(run_dir: str | Path) -> int:
     return 0
 
 
-def _rendering_class(args: argparse.Namespace):
-    return schema.WorkerOptions if "webui" in vars(args) else schema.EmbeddedOptions
-
-
 def _given(args: argparse.Namespace) -> dict:
     """The option flags given, by name (a .json --cmatrix read from its file)."""
     given = {name: value for name, value in vars(args).items() if name not in ("command", "out")}
@@ -107,9 +103,9 @@ def _given(args: argparse.Namespace) -> dict:
     return given
 
 
-def _pin_values(args: argparse.Namespace):
+def _pin_values(args: argparse.Namespace, webui: bool):
     """(PinOptions, the rendering options: EmbeddedOptions, or WorkerOptions with --webui)."""
-    given, cls = _given(args), _rendering_class(args)
+    given, cls = _given(args), schema.WorkerOptions if webui else schema.EmbeddedOptions
     rendering = {name for name in given if name in {spec.name for spec in schema.specs(cls)}}
     return (schema.parse(schema.PinOptions, {name: value for name, value in given.items() if name not in rendering}),
             schema.parse(cls, {name: given[name] for name in rendering}))
@@ -138,7 +134,8 @@ def _console_logging():
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(webui=any(arg == "--webui" or arg.startswith("--webui=") for arg in argv))
+    webui = any(arg == "--webui" or arg.startswith("--webui=") for arg in argv)
+    parser = build_parser(webui)
     args = parser.parse_args(argv)
     if args.command == "report":
         return report(args.run_dir)
@@ -152,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("--resume DIR continues the run in DIR: give no other --out")
     with _console_logging():
         try:
-            result = _run(args, resuming)
+            result = _run(args, resuming, webui)
         except InputError as error:
             print(f"error: {error}", file=sys.stderr)
             return BAD_INPUT
@@ -167,12 +164,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_CODES[result.status]
 
 
-def _run(args: argparse.Namespace, resuming: str | None):
+def _run(args: argparse.Namespace, resuming: str | None, webui: bool):
     from .embedded_run import demo, pin_embedded, resume
 
     if args.command == "demo":
         return demo(args.out, _demo_number(args, "generations"), _demo_number(args, "seed"), args.device)
-    webui = "webui" in vars(args)
     if webui:
         from .workers import run as workers
     if resuming:
@@ -180,7 +176,7 @@ def _run(args: argparse.Namespace, resuming: str | None):
         if webui:
             return workers.resume(given.pop("resume"), webui=given.pop("webui"), **given)
         return resume(given.pop("resume"), **given)
-    pinning, rendering = _pin_values(args)
+    pinning, rendering = _pin_values(args, webui)
     if webui:
         return workers.pin_workers(pinning, rendering, out=args.out)
     return pin_embedded(pinning, rendering, out=args.out)

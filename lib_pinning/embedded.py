@@ -169,8 +169,9 @@ class EmbeddedRenderer:
         self.seeds = [int(s) for s in seeds]
         self.spec = sampler_spec(sampler)
         self.sigma_schedule = sigmas(steps, SIGMA_MIN, SIGMA_MAX, schedule, device=model.device)
-        self.init = None if init is None else (init.to(model.device) * 2 - 1)
+        self.init = None
         if init is not None:
+            self.init = init.to(model.device) * 2 - 1  # model space
             self.sigma_schedule = img2img_schedule(self.sigma_schedule, denoising_strength)
         self.cfg_scale = cfg_scale
         self.fork_strength = fork_strength  # Hyperbatch samplers only

@@ -95,9 +95,10 @@ class WebUIWorker:
                 raise
             schedulers = None
         strength = settings.get("hyperbatch_fork_strength")
-        return WorkerFacts(str(settings.get("sd_model_checkpoint") or ""), str(settings.get("sd_checkpoint_hash") or ""),
-                           str(settings.get("sd_vae") or ""), None if strength is None else float(strength), samplers,
-                           schedulers, list(self.call("GET", "/sdapi/v1/sd-models")))
+        text = {name: str(settings.get(name) or "") for name in ("sd_model_checkpoint", "sd_checkpoint_hash", "sd_vae")}
+        return WorkerFacts(text["sd_model_checkpoint"], text["sd_checkpoint_hash"], text["sd_vae"],
+                           None if strength is None else float(strength), samplers, schedulers,
+                           list(self.call("GET", "/sdapi/v1/sd-models")))
 
     def set_options(self, settings: dict) -> None:
         """Change settings (a checkpoint to load: it may take minutes)."""

@@ -60,7 +60,7 @@ def pin_workers(options: PinOptions, render: WorkerOptions, *, out: str | Path |
                                        render.width, render.height, facts.checkpoint,
                                        {"api": WORKERS_API, "vae": facts.vae, **extra}),
                           sampled_steps=sampled_steps, tree_size=render.batch,
-                          fork_strength=facts.fork_strength if facts.fork_strength is not None else FORK_STRENGTH_DEFAULT)
+                          fork_strength=FORK_STRENGTH_DEFAULT if facts.fork_strength is None else facts.fork_strength)
 
         def make_renderer(resolved: PinOptions) -> WorkerPool:
             pool.fork_strength = resolved.fork_strength
