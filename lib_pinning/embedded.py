@@ -16,9 +16,11 @@ import numpy as np
 import torch
 
 from .emphasis import parse_attention
+from .errors import InputError
 from .noise import SeededNoise
 from .rendering import Rendered
 from .samplers import img2img_schedule, sample, sampler_spec, sigmas
+from .semantic import Embedder
 from .words import split_words
 
 # Noise range of the sampler schedule. sigma_max is large against the prototypes' norm so that x_T ~ N(0,
@@ -30,33 +32,59 @@ EXTRA_NETWORK = re.compile(r"<[^<>]*>")  # <lora:…>, <hypernet:…>: stripped 
 
 def make_prototypes(count: int = 16, size: int = 64, seed: int = 0) -> torch.Tensor:
     """`count` deterministic RGB images in [0, 1], shape (count, 3, size, size): a colour gradient with shapes."""
+    images = np.stack([image for image, _ in _draw_prototypes(count, size, seed)])
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().contiguous()
+
+
+def prototype_tags(count: int = 16, size: int = 64, seed: int = 0) -> list[tuple[str, ...]]:
+    """Each prototype's exact tags, from how `make_prototypes` drew it: its background's two colours ("blue
+    background"), each shape's kind ("disc", "rectangle", "stripes") and its colour and kind ("red disc")."""
+    return [tags for _, tags in _draw_prototypes(count, size, seed)]
+
+
+COLOURS = {"black": (0, 0, 0), "white": (1, 1, 1), "grey": (0.5, 0.5, 0.5), "red": (0.9, 0.1, 0.1),
+           "green": (0.1, 0.7, 0.2), "blue": (0.1, 0.2, 0.9), "yellow": (0.95, 0.9, 0.1), "cyan": (0.1, 0.85, 0.9),
+           "magenta": (0.9, 0.1, 0.85), "orange": (1.0, 0.55, 0.1), "purple": (0.5, 0.15, 0.6),
+           "brown": (0.5, 0.3, 0.12), "pink": (1.0, 0.7, 0.75), "olive": (0.5, 0.5, 0.1), "teal": (0.1, 0.5, 0.5),
+           "navy": (0.1, 0.1, 0.45)}
+SHAPES = ("disc", "rectangle", "stripes")
+
+
+def colour_name(rgb) -> str:
+    """The nearest named colour (RGB distance)."""
+    return min(COLOURS, key=lambda name: sum((a - b) ** 2 for a, b in zip(rgb, COLOURS[name])))
+
+
+def _draw_prototypes(count: int, size: int, seed: int):
     if count < 1 or size < 1:
         raise ValueError("prototype count and size must be positive")
     coords = (np.arange(size) + 0.5) / size
     yy, xx = np.meshgrid(coords, coords, indexing="ij")
-    images = []
     for k in range(count):
         rng = np.random.default_rng([seed, k])
         angle = rng.uniform(0, 2 * np.pi)
         ramp = np.clip(0.5 + (xx - 0.5) * np.cos(angle) + (yy - 0.5) * np.sin(angle), 0, 1)[..., None]
         start, end = rng.uniform(0, 1, (2, 3))
         image = start + (end - start) * ramp
+        tags = [f"{colour_name(start)} background", f"{colour_name(end)} background"]
         for _ in range(rng.integers(1, 4)):
-            image[_shape_mask(rng, xx, yy)] = rng.uniform(0, 1, 3)
-        images.append(image)
-    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().contiguous()
+            colour = rng.uniform(0, 1, 3)  # drawn before the shape, as the original assignment evaluated them
+            mask, kind = _shape_mask(rng, xx, yy)
+            image[mask] = colour
+            tags += [SHAPES[kind], f"{colour_name(colour)} {SHAPES[kind]}"]
+        yield image, tuple(dict.fromkeys(tags))
 
 
-def _shape_mask(rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
+def _shape_mask(rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray) -> tuple[np.ndarray, int]:
     cx, cy = rng.uniform(0.2, 0.8, 2)
-    kind = rng.integers(0, 3)
+    kind = int(rng.integers(0, 3))
     if kind == 0:  # disc
-        return (xx - cx) ** 2 + (yy - cy) ** 2 < rng.uniform(0.1, 0.3) ** 2
+        return (xx - cx) ** 2 + (yy - cy) ** 2 < rng.uniform(0.1, 0.3) ** 2, kind
     if kind == 1:  # rectangle
         half_w, half_h = rng.uniform(0.08, 0.3, 2)
-        return (abs(xx - cx) < half_w) & (abs(yy - cy) < half_h)
+        return (abs(xx - cx) < half_w) & (abs(yy - cy) < half_h), kind
     period, phase = rng.uniform(0.1, 0.3), rng.uniform(0, 1)  # stripes
-    return ((xx * np.cos(cx * 6) + yy * np.sin(cx * 6)) / period + phase) % 1 < 0.5
+    return ((xx * np.cos(cx * 6) + yy * np.sin(cx * 6)) / period + phase) % 1 < 0.5, kind
 
 
 class ToyTextEncoder:
@@ -128,7 +156,12 @@ class EmbeddedModel:
                  spread: float = 0.02, embedding_dim: int = 8, logit_scale: float = 2.0, seed: int = 0,
                  device: torch.device | str = "cpu"):
         self.device = torch.device(device)
-        images = make_prototypes(count, size, seed) if prototypes is None else prototypes.float()
+        if prototypes is None:
+            drawn = list(_draw_prototypes(count, size, seed))
+            images = torch.from_numpy(np.stack([image for image, _ in drawn])).permute(0, 3, 1, 2).float()
+            self.tags = [tags for _, tags in drawn]  # what each prototype shows (`prototype_tags`)
+        else:
+            images, self.tags = prototypes.float(), [() for _ in prototypes]
         self.prototypes = images.to(self.device)
         self.encoder = ToyTextEncoder(embedding_dim, seed)
         rng = np.random.default_rng([seed, 1_000_003])
@@ -149,6 +182,55 @@ class EmbeddedModel:
         """Index of the prototype closest to each image (which mixture component a sample came from)."""
         distances = torch.cdist(images.flatten(1).to(self.device), self.prototypes.flatten(1))
         return distances.argmin(dim=1)
+
+
+class PrototypeEmbedder(Embedder):
+    """The embedded model's exact semantics: what a final image shows is which prototype it came from.
+
+    An image's embedding is the square root of its posterior over the prototypes, p(k | x) ∝ N(x; μ_k, v·I) with
+    equal priors, so that the cosine of two embeddings is the Bhattacharyya coefficient of their posteriors (1:
+    the same prototype). v is a sixteenth of the median squared distance between two prototypes: an image on a
+    prototype is that prototype's (posterior ≈ 1), an image between two prototypes is shared between them. A
+    tag's score is the posterior mass of the prototypes drawn with that tag (`prototype_tags`): the probability
+    that the image shows it.
+    """
+
+    name = "embedded prototype posterior"
+
+    def __init__(self, model: EmbeddedModel):
+        tags = model.tags
+        self.means = model.denoiser.means.double().cpu()  # model space
+        distances = torch.cdist(self.means, self.means).pow(2)
+        off_diagonal = distances[~torch.eye(len(self.means), dtype=torch.bool)]
+        self.variance = float(off_diagonal.median()) / 16 if len(off_diagonal) else 1.0
+        self.tags = [tuple(normal_tag(tag) for tag in prototype) for prototype in tags]
+
+    def posterior(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, K) posterior over the prototypes of (N, 3, H, W) images in [0, 1]."""
+        flat = (images.double().cpu() * 2 - 1).flatten(1)
+        log_resp = (flat @ self.means.T - 0.5 * self.means.pow(2).sum(1)) / self.variance
+        return torch.softmax(log_resp, dim=1)
+
+    def embed_images(self, images: torch.Tensor) -> torch.Tensor:
+        return self.posterior(images).sqrt()
+
+    def known_tags(self) -> list[str]:
+        return sorted({tag for prototype in self.tags for tag in prototype})
+
+    def check_tags(self, tags: Sequence[str]) -> None:
+        unknown = [tag for tag in tags if normal_tag(tag) not in self.known_tags()]
+        if unknown:
+            raise InputError(f"the embedded model knows no tag {', '.join(map(repr, unknown))}: its prototypes are "
+                             f"drawn with these tags: {', '.join(self.known_tags())}")
+
+    def tag_scores(self, images: torch.Tensor, tags: Sequence[str]) -> torch.Tensor:
+        has = torch.tensor([[normal_tag(tag) in prototype for tag in tags] for prototype in self.tags],
+                           dtype=torch.float64)
+        return self.posterior(images) @ has
+
+
+def normal_tag(tag: str) -> str:
+    return " ".join(tag.lower().split())
 
 
 class EmbeddedRenderer:

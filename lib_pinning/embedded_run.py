@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .embedded import EmbeddedModel, EmbeddedRenderer
+from .embedded import EmbeddedModel, EmbeddedRenderer, PrototypeEmbedder
 from .engine import RunResult
 from .errors import InputError
 from .images import open_image
@@ -95,6 +95,7 @@ def _job(options: PinOptions, render: EmbeddedOptions, target_images: torch.Tens
     sources = [str(path) for path in options.targets]
     model = EmbeddedModel(count=render.prototypes, size=render.size, seed=render.model_seed, device=device)
     images = [_target(model, path) for path in options.targets]  # every file is read before anything is written
+    masks = [open_image(path, "mask") for path in options.masks]
     if target_images is not None:
         images, sources = target_images, [f"image {index + 1}" for index in range(len(target_images))]
     seeds = [render.seed + index for index in range(render.batch)]
@@ -109,7 +110,8 @@ def _job(options: PinOptions, render: EmbeddedOptions, target_images: torch.Tens
                                 cfg_scale=render.cfg_scale, fork_strength=resolved.fork_strength)
 
     return build_job(options, render.prompt, render.negative_prompt, plan, make_renderer, targets=images,
-                     target_sources=sources)
+                     target_sources=sources, masks=masks, mask_sources=[str(path) for path in options.masks],
+                     embedder=lambda: PrototypeEmbedder(model))
 
 
 def _target(model: EmbeddedModel, source: str):

@@ -119,11 +119,11 @@ class PinningRun:
         for notice in notices:
             self._notice(notice)
         objective = self.job.objective
-        self.record.objective.target_hashes = tensor_hash(objective.targets) if objective.targets is not None else []
+        self.record.objective.target_hashes = tensor_hash(objective.target_pixels()) if objective.targets is not None else []
         score = objective.score(rendered.images)
         with deferred():  # in the record only with its images queued
             self.record.baseline = Baseline(score.loss, prompt[0], prompt[1], score.image_losses, score.pair_losses)
-            self._notify("on_baseline", rendered, objective.targets)
+            self._notify("on_baseline", rendered, objective.target_pixels())
             self._update_best(score.loss, prompt, [0.0] * len(self.job.genome), -1, None, BASELINE_FOLDER,
                               rendered)
 
@@ -137,7 +137,7 @@ class PinningRun:
             raise ResumeRefused("the run cannot be resumed: it ended before its first batch was scored (start it "
                                 "again instead)")
         prompt, rendered, _ = self._render_baseline()
-        hashes = tensor_hash(objective.targets) if objective.targets is not None else []
+        hashes = tensor_hash(objective.target_pixels()) if objective.targets is not None else []
         if hashes != stored.objective.target_hashes:
             what = "its targets" if stored.objective.target_source == "given" else "the unperturbed prompt's images"
             raise ResumeRefused(f"the run cannot be resumed: {what} differ from the run's (another image, model, "
@@ -231,7 +231,7 @@ class PinningRun:
                 self._keep_state()
                 self._save()
             else:
-                self._notify("on_baseline", self._resumed_baseline, self.job.objective.targets)
+                self._notify("on_baseline", self._resumed_baseline, self.job.objective.target_pixels())
                 self._notify("on_best", self.best)
             while not self.search.done:
                 if self.job.should_stop():
@@ -291,4 +291,7 @@ class PinningRun:
 
 def run_pinning(job: Job, resume: RunRecord | None = None) -> RunResult:
     """Run `job`, or with `resume` (the record of an earlier run of the same job) continue that run."""
-    return PinningRun(job, resume).run()
+    try:
+        return PinningRun(job, resume).run()
+    finally:
+        job.objective.release()

@@ -386,6 +386,27 @@ class FlipImages:
         """
         return self._per_pair(pairs, lambda maps: maps.mean(dim=(1, 2)))
 
+    def weighted_errors(self, pairs, weights, index):
+        """Weighted mean LDR-ꟻLIP error (P,) of each pair: pair p's error map weighted by `weights[index[p]]`.
+
+        `weights`: (M, H, W) non-negative maps; `index`: (P,) integers into them. A pair whose map weighs nothing
+        has error 0 (nothing of it is compared).
+        """
+        weights = torch.as_tensor(weights, dtype=torch.float32, device=self.cached.device)
+        index = torch.as_tensor(index, dtype=torch.int64, device=self.cached.device)
+        totals = weights.sum(dim=(1, 2))
+        position = {"start": 0}  # _per_pair reduces the pairs chunk by chunk, in order
+
+        def reduce(maps):
+            start = position["start"]
+            chosen = index[start:start + len(maps)]
+            position["start"] = start + len(maps)
+            sums = (maps.double() * weights[chosen].double()).sum(dim=(1, 2))
+            total = totals[chosen].double()
+            return torch.where(total > 0, sums / total.clamp(min=1e-300), torch.zeros_like(sums))
+
+        return self._per_pair(pairs, reduce)
+
     def error_maps(self, pairs):
         """Per-pixel LDR-ꟻLIP errors (P,H,W) of each (test_index, reference_index) pair."""
         return self._per_pair(pairs, lambda maps: maps)

@@ -22,12 +22,13 @@ from .forks import forks_fit, is_hyperbatch_sampler
 from .errors import InputError
 from .genome import Genome, build_genome
 from .losses import loss_mode, tree_weighting
-from .objective import Objective
+from .objective import Objective, Terms
 from .observer import Observer
 from .options import Context, PinOptions
 from .record import GenomeRecord, ObjectiveRecord, RenderRecord, RunRecord
 from .rendering import Renderer
 from .search import Search
+from .semantic import Embedder
 
 log = logging.getLogger(__name__)
 MAX_GENES = 1000  # CMA-ES keeps an N x N covariance and decomposes it every generation
@@ -63,11 +64,14 @@ class Job:
 def build_job(options: PinOptions, prompt: str, negative_prompt: str, plan: RenderPlan,
               make_renderer: Callable[[PinOptions], Renderer], *,
               targets: torch.Tensor | Sequence[Image.Image] = (), target_sources: Sequence[str] = (),
-              embeddings: Iterable[str] = ()) -> Job:
+              masks: torch.Tensor | Sequence[Image.Image | None] = (), mask_sources: Sequence[str] = (),
+              embeddings: Iterable[str] = (), embedder: Callable[[], Embedder] | None = None) -> Job:
     """Check everything and assemble a job. `make_renderer(resolved options)` is called last, once all is valid.
 
     `targets`: decoded target images (any size: resized at the first render) or a tensor at the render size;
-    `target_sources`: what run.json calls them (file paths, "upload 1", ...).
+    `target_sources`: what run.json calls them (file paths, "upload 1", ...); `masks`, `mask_sources`: the same
+    for their masks. `embedder()` gives the image embedder of the semantic loss and the tags; it is called only
+    when they are used (None: this renderer has none, and they are refused).
     """
     genome = build_genome(prompt, negative_prompt, options.granularity, embeddings, keep=options.keep,
                           punctuation=options.punctuation)
@@ -82,24 +86,40 @@ def build_job(options: PinOptions, prompt: str, negative_prompt: str, plan: Rend
     tree = tree_weighting(plan.record.sampler, plan.sampled_steps, plan.tree_size,
                           enabled=resolved.hyperbatch_weights, kind=resolved.hyperbatch_weight_type,
                           scale=resolved.hyperbatch_weight_scale, force=resolved.hyperbatch_force)
-    objective = Objective(targets if len(targets) else None, mode, tree)
+    objective = Objective(targets if len(targets) else None, mode, tree, masks=masks,
+                          terms=_terms(resolved, embedder))
     given = len(targets) if mode.uses_targets else 0
-    target_count = given or (len(seeds) if mode.uses_targets else 0)
+    target_count = given or (len(seeds) if mode.uses_targets and objective.compares else 0)
     notices = _notices(genome, resolved, plan, len(targets))
     for notice in notices:
         log.warning("notice: %s", notice)
     record = RunRecord(
         prompt=prompt, negative_prompt=negative_prompt,
-        options=schema.to_record(replace(options, targets=tuple(target_sources))),
-        resolved=schema.to_record(replace(resolved, targets=tuple(target_sources))),
+        options=schema.to_record(replace(options, targets=tuple(target_sources), masks=tuple(mask_sources))),
+        resolved=schema.to_record(replace(resolved, targets=tuple(target_sources), masks=tuple(mask_sources))),
         cma_constants=search.constants(), render=plan.record,
         objective=ObjectiveRecord(mode.name, target_count,
-                                  "given" if given else "baseline" if mode.uses_targets else "none",
-                                  [list(pair) for pair in mode.pairs(target_count, len(seeds))],
-                                  None if tree is None else vars(tree).copy()),
+                                  "given" if given else "baseline" if target_count else "none",
+                                  [list(pair) for pair in objective.pairs(target_count, len(seeds))],
+                                  None if tree is None else vars(tree).copy(),
+                                  embedder=objective.terms.embedder.name if objective.terms.embedder else ""),
         genome=GenomeRecord(genome.words, genome.negative_words, genome.base_weights(), list(genome.frozen)),
         notices=notices)
     return Job(genome, resolved, search, objective, make_renderer(resolved), record)
+
+
+def _terms(options: PinOptions, embedder: Callable[[], Embedder] | None) -> Terms:
+    """What each loss is made of; the embedder is made (e.g. CLIP loaded) only when the options use it."""
+    uses = [name for name, used in (("Semantic weight", options.semantic_weight > 0),
+                                    ("Target tags", bool(options.tags))) if used]
+    made = None
+    if uses:
+        if embedder is None:
+            raise InputError(f"{' and '.join(uses)}: this renderer has no image embedder (semantic loss and tags "
+                             "need the WebUI's CLIP, or the embedded model)")
+        made = embedder()
+        made.check_tags(options.tags)
+    return Terms(options.flip_weight, options.semantic_weight, options.tags, options.tag_weight, made)
 
 
 def _notices(genome: Genome, options: PinOptions, plan: RenderPlan, target_count: int) -> list[str]:
@@ -113,6 +133,10 @@ def _notices(genome: Genome, options: PinOptions, plan: RenderPlan, target_count
                        f"exceed log2 of the batch size): {sampler} samples the whole batch at every step")
     if target_count and not loss_mode(options.loss_mode).uses_targets:
         notices.append(f"the loss is {options.loss_mode}: the target images are not used")
+    if options.tags and not target_count and loss_mode(options.loss_mode).uses_targets:
+        notices.append("no target images: the target tags alone score the images")
+    if options.tags and options.tag_weight == 0:
+        notices.append("the tag weight is 0: the target tags do not count")
     return notices
 
 
@@ -130,9 +154,10 @@ def resume_differences(stored: RunRecord, fresh: RunRecord) -> list[str]:
 
     compare("prompt", stored.prompt, fresh.prompt)
     compare("negative prompt", stored.negative_prompt, fresh.negative_prompt)
+    recorded_defaults = schema.to_record(PinOptions())  # options newer than the run: it had their defaults
     for name in stored.options.keys() | fresh.options.keys():
         if name not in RESUMABLE_CHANGES:
-            compare(name, stored.options.get(name), fresh.options.get(name))
+            compare(name, stored.options.get(name, recorded_defaults.get(name)), fresh.options.get(name))
     for name, before in vars(stored.render).items():
         if name != "extra":
             compare(name, before, getattr(fresh.render, name))
@@ -142,6 +167,7 @@ def resume_differences(stored: RunRecord, fresh: RunRecord) -> list[str]:
             (fresh.genome.words, fresh.genome.negative_words))
     compare("loss", (stored.objective.mode, stored.objective.target_count, stored.objective.tree),
             (fresh.objective.mode, fresh.objective.target_count, fresh.objective.tree))
+    compare("embedder", stored.objective.embedder, fresh.objective.embedder)
     done, budget = len(stored.generations), fresh.resolved["generations"]
     if budget < done:
         found.append(f"generations: the run has {done} finished, {budget} asked for now (give at least {done})")

@@ -39,6 +39,7 @@ GROUP_STOP = "Stopping"
 GROUP_RENDER = "Rendering"
 GROUP_WORKERS = "Workers"
 GROUP_SERVE = "Server"
+GROUP_OBJECTIVE = "Objective"
 
 WEIGHT_SCHEMES = ("superlinear", "linear", "equal")  # DEAP's names for the recombination weights
 DEVICES = ("cpu", "cuda")
@@ -253,6 +254,28 @@ class PinOptions:
         "folder; it goes on with its own options and targets (a larger Generations raises its budget), and the "
         "txt2img settings must be the run's; command line: --resume DIR", control="text", flag="--resume",
         metavar="DIR")
+    masks: tuple = option(
+        (), "targets", "Target masks",
+        "one mask per target image, in the targets' order: white counts, black is ignored, grey weighs in between "
+        "(the ꟻLIP error map is weighted by it); without one, a target's own transparency is its mask. API: base64 "
+        "strings like the targets; command line: --mask FILE, repeated", group=GROUP_OBJECTIVE, control="files",
+        flag="--mask")
+    flip_weight: float = option(
+        1.0, "float", "ꟻLIP weight", "weight of the ꟻLIP error (pixels: colour and layout) in each pair's loss",
+        group=GROUP_OBJECTIVE, control="number", minimum=0.0, maximum=100.0)
+    semantic_weight: float = option(
+        0.0, "float", "Semantic weight",
+        "weight of the semantic distance (1 − cosine of the images' CLIP embeddings: what they show, not where) "
+        "in each pair's loss; in the WebUI it uses the CLIP model of Interrogate CLIP", group=GROUP_OBJECTIVE,
+        control="number", minimum=0.0, maximum=100.0)
+    tags: tuple = option(
+        (), "words", "Target tags (comma-separated)",
+        "what the images should show, e.g. red hair, smiling, night: each image adds tag weight × (1 − its mean "
+        "CLIP score over the tags); alone (no target images) or with them; command line: --tag TAG, repeated",
+        group=GROUP_OBJECTIVE, control="text", flag="--tag")
+    tag_weight: float = option(
+        1.0, "float", "Tag weight", "weight of the tag loss", group=GROUP_OBJECTIVE, control="number", minimum=0.0,
+        maximum=100.0)
 
 
 def _steps(default: int) -> Any:

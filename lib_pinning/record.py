@@ -158,6 +158,7 @@ class ObjectiveRecord:
     pairs: list[list[int]]      # what each pair loss compares: indices into targets ∪ batch
     tree: dict | None           # the Hyperbatch tree weighting, or None
     target_hashes: list[str] = field(default_factory=list)  # SHA-256 of each target as scored (a resume checks)
+    embedder: str = ""          # what scored the semantic distance and the tags ("": neither is used)
 
 
 @dataclass

@@ -6,12 +6,13 @@ The engine lives in lib_pinning (no WebUI imports); lib_pinning.webui holds ever
 import modules.scripts as scripts
 from modules import script_callbacks
 
-from lib_pinning.webui import api, console, samplers, script_args, ui
+from lib_pinning.webui import api, clip, console, samplers, script_args, ui
 from lib_pinning.webui import run as pinning
 
 console.attach()
 samplers.register()
 samplers.add_settings()
+clip.add_setting()
 script_callbacks.on_app_started(api.add_routes)
 
 

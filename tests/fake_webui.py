@@ -22,7 +22,7 @@ from lib_pinning.embedded import EmbeddedModel, EmbeddedRenderer
 
 ROOT = Path(__file__).resolve().parents[1]
 OWN_MODULES = ("lib_pinning.webui.text_model", "lib_pinning.webui.samplers", "lib_pinning.webui.renderer",
-               "lib_pinning.webui.run", "lib_pinning.webui.ui", "lib_pinning.webui.api")
+               "lib_pinning.webui.run", "lib_pinning.webui.ui", "lib_pinning.webui.api", "lib_pinning.webui.clip")
 
 
 # --- gradio ------------------------------------------------------------------------------------------------
@@ -139,14 +139,15 @@ class WebUI:
         return Processed(p, pictures, seeds[0], infotexts[0], infotexts=infotexts)
 
 
-def _modules(webui: WebUI, embeddings_dir: Path) -> dict[str, dict]:
+def _modules(webui: WebUI, embeddings_dir: Path, clip_dir: Path) -> dict[str, dict]:
     styles = SimpleNamespace(apply_styles_to_prompt=lambda prompt, styles: ", ".join([prompt, *styles]),
                              apply_negative_styles_to_prompt=lambda prompt, styles: prompt)
     shared = SimpleNamespace(
         state=webui.state, opts=webui.opts, OptionInfo=OptionInfo, prompt_styles=styles,
         total_tqdm=SimpleNamespace(updateTotal=lambda total: None, clear=lambda: None),
         sd_model=SimpleNamespace(sd_checkpoint_info=SimpleNamespace(name_for_extra="fake-checkpoint")),
-        cmd_opts=SimpleNamespace(api=True, nowebui=False, api_auth=None, embeddings_dir=str(embeddings_dir)))
+        cmd_opts=SimpleNamespace(api=True, nowebui=False, api_auth=None, embeddings_dir=str(embeddings_dir),
+                                 clip_models_path=str(clip_dir)))
     samplers = SimpleNamespace(all_samplers=webui.samplers, all_samplers_map={})
     samplers.set_samplers = lambda: None
 
@@ -176,7 +177,7 @@ def _modules(webui: WebUI, embeddings_dir: Path) -> dict[str, dict]:
 def install(monkeypatch, tmp_path: Path) -> WebUI:
     """Fake modules and gradio in sys.modules, the entry script imported; returns the fake's state."""
     webui = WebUI()
-    stand_ins = _modules(webui, tmp_path / "embeddings")
+    stand_ins = _modules(webui, tmp_path / "embeddings", tmp_path / "clip")
     for name, attributes in stand_ins.items():
         module = ModuleType(name)
         module.__dict__.update(attributes)

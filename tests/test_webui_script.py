@@ -53,7 +53,7 @@ def test_the_ui_offers_every_control_in_script_args_order_with_a_tooltip(webui):
     # always-visible controls first, then one closed accordion per group, in the schema's order of groups
     accordions = [block.kwargs["elem_id"] for block in fake_webui.Block.made if type(block).__name__ == "Accordion"]
     assert accordions == [f"script_txt2img_prompt_pinning_{name}" for name in ("cmaes", "size_limiter", "hyperbatch",
-                                                                              "words", "stopping")]
+                                                                              "words", "stopping", "objective")]
 
 
 def test_a_pinning_run_through_the_api_returns_the_best_images_and_the_pinned_prompt(webui, tmp_path):
@@ -95,8 +95,9 @@ def test_a_positional_list_of_the_wrong_length_is_refused_though_run_gets_a_full
         api_call(webui, job(tmp_path), args + [1.0])
     assert caught.value.status_code == 422 and f"got {len(args) + 1}" in caught.value.detail
     assert api_call(webui, job(tmp_path), args).extra_generation_params["Prompt pinning"]["status"] == "done"
-    legacy = api_call(webui, job(tmp_path), args[:25])  # version 0.1's 25 values still work
-    assert legacy.extra_generation_params["Prompt pinning"]["status"] == "done"
+    for count in (25, 34):  # version 0.1's 25 values and 0.2's 34 still work
+        legacy = api_call(webui, job(tmp_path), args[:count])
+        assert legacy.extra_generation_params["Prompt pinning"]["status"] == "done"
 
 
 def test_a_fault_before_the_first_batch_answers_http_500_and_a_later_one_keeps_the_run(webui, tmp_path):

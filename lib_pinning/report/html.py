@@ -39,7 +39,7 @@ def page_data(run_dir: Path, record: RunRecord, plots: list[str]) -> dict:
                                          for name in ("loss", "prompt", "negative_prompt", "folder")},
         "best": best,
         "seeds": record.render.seeds,
-        "targets": sorted(path.name for path in (Path(run_dir) / files.TARGETS).glob("*.png")),
+        "targets": sorted((path.name for path in (Path(run_dir) / files.TARGETS).glob("*.png")), key=_target_order),
         "plots": [{"file": name, "title": PLOT_TITLES[name]} for name in plots],
         "generations": [{name: getattr(generation, name) for name in GENERATION_FIELDS}
                         for generation in record.generations],
@@ -52,6 +52,12 @@ def page_data(run_dir: Path, record: RunRecord, plots: list[str]) -> dict:
                     "objective": {"mode": record.objective.mode, "targets": record.objective.target_count,
                                   "tree": record.objective.tree}},
     }
+
+
+def _target_order(name: str) -> tuple:
+    """target-0.png, mask-0.png, target-1.png, ...: each target beside its mask."""
+    kind, _, number = name.removesuffix(".png").partition("-")
+    return (int(number) if number.isdigit() else -1, kind != "target", name)
 
 
 def index_html(run_dir: Path, record: RunRecord, plots: list[str]) -> str:

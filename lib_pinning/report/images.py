@@ -19,7 +19,7 @@ FRAME_MILLISECONDS = 400
 
 
 def to_pixels(images: torch.Tensor) -> np.ndarray:
-    """(N, 3, H, W) floats in [0, 1] on any device -> (N, H, W, 3) uint8 on the CPU (a copy).
+    """(N, C, H, W) floats in [0, 1] on any device -> (N, H, W, C) uint8 on the CPU (a copy).
 
     In numpy: torch's thread pool makes these small element-wise steps slow on a busy CPU.
     """
@@ -28,7 +28,7 @@ def to_pixels(images: torch.Tensor) -> np.ndarray:
 
 
 def png_bytes(pixels: np.ndarray, infotext: str | None = None) -> bytes:
-    """One (H, W, 3) image as PNG; the infotext goes into the `parameters` text chunk, where A1111 reads it."""
+    """One (H, W, 3) image as PNG ((H, W, 4): with alpha; (H, W): grey); the infotext goes into the `parameters` text chunk, where A1111 reads it."""
     metadata = None
     if infotext is not None:
         metadata = PngInfo()

@@ -16,8 +16,12 @@ from .stats import individual_stats
 
 
 def write_targets(run_dir: Path, pixels: np.ndarray) -> None:
+    """target-K.png as scored; with masks (a 4th channel) the target carries its mask as alpha, and mask-K.png
+    shows it (white counts, black is ignored)."""
     for index, image in enumerate(pixels):
         files.write_bytes(Path(run_dir) / files.TARGETS / f"target-{index}.png", png_bytes(image))
+        if image.shape[-1] == 4:
+            files.write_bytes(Path(run_dir) / files.TARGETS / f"mask-{index}.png", png_bytes(image[..., 3]))
 
 
 def write_images(context: RunContext, folder: Path, prompt: str, negative_prompt: str, pixels: np.ndarray) -> None:

@@ -25,7 +25,7 @@ from ..record import TARGETS_FOLDER, RenderRecord, RunRecord, read_record
 from ..report import ReportRecorder
 from ..runfile import RunLock, new_run_dir
 from ..samplers import img2img_steps
-from . import samplers, script_args, targets, text_model
+from . import clip, samplers, script_args, targets, text_model
 from .renderer import Preview, WebUIRenderer, seeds_of, subseeds_of
 
 log = logging.getLogger(__name__)
@@ -95,9 +95,11 @@ def _render_plan(p, prompt: str) -> RenderPlan:
     return RenderPlan(record, _sampled_steps(p), p.batch_size, inherited_fork_strength(p))
 
 
-def _plan(p, options: PinOptions) -> Job:
-    """Every check that can fail before rendering, then the job."""
+def _plan(p, options: PinOptions, mask_sources: list[str] | None = None) -> Job:
+    """Every check that can fail before rendering, then the job. `mask_sources`: what run.json calls the masks
+    (a resume's are in its saved targets' transparency)."""
     target_images = targets.decode_targets(options.targets)
+    mask_images = targets.decode_targets(options.masks, "mask")
     prompt, negative = _styled_prompts(p)
     processing.fix_seed(p)
     if p.batch_size * p.n_iter < 2:
@@ -114,7 +116,9 @@ def _plan(p, options: PinOptions) -> Job:
 
     return build_job(options, prompt, negative, plan, make_renderer, targets=target_images,
                      target_sources=[f"upload {index + 1}" for index in range(len(target_images))],
-                     embeddings=text_model.embedding_names())
+                     masks=mask_images, mask_sources=mask_sources if mask_sources is not None else
+                     [f"mask upload {index + 1}" for index in range(len(mask_images))],
+                     embeddings=text_model.embedding_names(), embedder=clip.embedder)
 
 
 def _runs_folder(p) -> Path:
@@ -132,11 +136,11 @@ def _resume_plan(p, options: PinOptions) -> tuple[Job, RunRecord, Path]:
                          "there (python -m lib_pinning pin --resume DIR)")
     targets = sorted((folder / TARGETS_FOLDER).glob("target-*.png"), key=lambda path: int(path.stem.split("-")[1]))
     given = record.objective.target_source == "given"
-    recorded = {name: value for name, value in record.options.items() if name not in ("targets", "resume")}
+    recorded = {name: value for name, value in record.options.items() if name not in ("targets", "masks", "resume")}
     if options.generations != AUTO:
         recorded["generations"] = options.generations
     job = _plan(p, parse(PinOptions, {**recorded, "targets": [str(path.resolve()) for path in targets] if given
-                                      else []}))
+                                      else []}), mask_sources=record.options.get("masks", []))
     problems = resume_differences(record, job.record)
     if problems:
         raise InputError("the run cannot be resumed with these settings: " + "; ".join(problems))

@@ -16,7 +16,9 @@ from collections.abc import Mapping, Sequence
 from ..options import SCRIPT_CONTROLS, OptionError, PinOptions, defaults, parse
 
 NAMES = tuple(spec.name for spec in SCRIPT_CONTROLS)
-LEGACY_COUNT = 25  # what version 0.1 took: today's first 25 controls (keep and punctuation came after)
+# What earlier versions took: today's first 25 controls (0.1; keep and punctuation came after), the first 34
+# (0.2; the Objective controls, masks to tag_weight, came after). The rest keep their defaults.
+LEGACY_COUNTS = (25, 34)
 
 
 def sent_count(script, p, received: int) -> int:
@@ -46,7 +48,7 @@ def decode(values: Sequence, sent: int | None = None) -> PinOptions:
             raise OptionError(f"Prompt pinning takes its script_args either as one object of values by name or as "
                               f"{len(NAMES)} values in order; got an object and {sent - 1} more value(s)")
         return parse(PinOptions, dict(values[0]))
-    if sent not in (len(NAMES), LEGACY_COUNT):
+    if sent not in (len(NAMES), *LEGACY_COUNTS):
         raise OptionError(f"Prompt pinning takes {len(NAMES)} script_args in this order: {', '.join(NAMES)}; got "
                           f"{sent} (or send one object of values by name, e.g. [{{\"generations\": 20}}])")
     return parse(PinOptions, dict(zip(NAMES, values[:sent])))

@@ -76,9 +76,9 @@ def _is_file_path(text: str) -> bool:
     return not text.startswith("data:") and len(text) < 4096 and os.path.isabs(text) and Path(text).is_file()
 
 
-def decode_target(item, index: int) -> Image.Image:
+def decode_target(item, index: int, what: str = "target image") -> Image.Image:
     """One target value (file object, path dict, base64 string, PIL image or array) as a PIL image."""
-    where = f"target image {index + 1}"
+    where = f"{what} {index + 1}"
     if isinstance(item, Image.Image):
         return item
     if isinstance(item, np.ndarray):
@@ -95,9 +95,10 @@ def decode_target(item, index: int) -> Image.Image:
     raise TargetError(f"{where}: expected an uploaded file or a base64 string, got {type(item).__name__}")
 
 
-def decode_targets(value) -> list[Image.Image]:
-    """All target values, decoded and checked; [] when none were given (the first batch becomes the target)."""
+def decode_targets(value, what: str = "target image") -> list[Image.Image]:
+    """All target (or mask) values, decoded and checked; [] when none were given (the first batch becomes the
+    target)."""
     items = _as_list(value)
     if len(items) > MAX_TARGETS:
-        raise TargetError(f"{len(items)} target images: at most {MAX_TARGETS} are used by the loss")
-    return [decode_target(item, index) for index, item in enumerate(items)]
+        raise TargetError(f"{len(items)} {what}s: at most {MAX_TARGETS} are used by the loss")
+    return [decode_target(item, index, what) for index, item in enumerate(items)]

@@ -44,7 +44,11 @@ def pin(prompt: str, negative_prompt: str = "", *, webui: Sequence[str], out: st
 def pin_workers(options: PinOptions, render: WorkerOptions, *, out: str | Path | None = None,
                 observers: Sequence[Observer] = (), progress: bool = True, report: bool = True,
                 resume: RunRecord | None = None) -> RunResult:
+    if options.semantic_weight > 0 or options.tags:
+        raise InputError("the semantic loss and target tags are not available with --webui workers (they need a "
+                         "CLIP model beside the loss); pin with them inside the WebUI, or use ꟻLIP and masks here")
     images = [open_image(path) for path in options.targets]  # every file is read before a worker is asked
+    masks = [open_image(path, "mask") for path in options.masks]
     extra, init_image, sampled_steps = {}, None, render.steps
     if render.init_image:
         open_image(render.init_image)
@@ -67,7 +71,8 @@ def pin_workers(options: PinOptions, render: WorkerOptions, *, out: str | Path |
             return pool
 
         job = build_job(options, render.prompt, render.negative_prompt, plan, make_renderer, targets=images,
-                        target_sources=[str(path) for path in options.targets])
+                        target_sources=[str(path) for path in options.targets], masks=masks,
+                        mask_sources=[str(path) for path in options.masks])
         pool.agree(job.genome.prompt([0.0] * len(job.genome)))
         result = execute(job, out, resume=resume, observers=observers, progress=progress, report=report)
     finally:

@@ -117,9 +117,10 @@
       promptBlock("Negative prompt", data.negative_prompt),
       images(base.folder, "unperturbed prompt"),
       data.targets.length ? el("h3", { textContent: "Targets" }) : null,
-      data.targets.length ? el("div", { className: "images" }, ...data.targets.map((name) =>
+      data.targets.length ? el("div", { className: "images targets" }, ...data.targets.map((name) =>
         el("figure", {}, picture(url("targets", name), "target " + name, "image"),
           el("figcaption", { textContent: name })))) : null,
+      (data.options.tags || []).length ? note("Target tags: " + data.options.tags.join(", ")) : null,
       data.frozen.length ? note("Passed through unchanged: " + data.frozen.join(", ")) : null);
   }
 
