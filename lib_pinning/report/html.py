@@ -12,11 +12,12 @@ import json
 from pathlib import Path
 
 from ..record import RunRecord
-from . import files
+from . import files, weight_map
 
 ASSETS = Path(__file__).parent / "assets"
 PLOT_TITLES = {files.CMA_PLOT: "CMA-ES state per generation", files.HISTORY_PLOT: "Loss per evaluation",
-               files.LOOSENESS_PLOT: "Which words are pinned", files.FRONT_PLOT: "Size limiter: loss vs distance"}
+               files.LOOSENESS_PLOT: "Which words are pinned", files.FRONT_PLOT: "Size limiter: loss vs distance",
+               files.WEIGHT_MAP_PLOT: "Weight map: where the good weights lie, and the words they raise and lower"}
 INDIVIDUAL_FIELDS = ("folder", "id", "loss", "prompt", "negative_prompt", "seconds_render", "seconds_loss")
 GENERATION_FIELDS = ("index", "best_loss", "mean_loss", "sigma", "evaluations")
 
@@ -41,6 +42,8 @@ def page_data(run_dir: Path, record: RunRecord, plots: list[str]) -> dict:
         "seeds": record.render.seeds,
         "targets": sorted((path.name for path in (Path(run_dir) / files.TARGETS).glob("*.png")), key=_target_order),
         "plots": [{"file": name, "title": PLOT_TITLES[name]} for name in plots],
+        "plots_missing": [] if weight_map.installed() or not weight_map.enough_individuals(record) else
+        [weight_map.missing_message()],
         "generations": [{name: getattr(generation, name) for name in GENERATION_FIELDS}
                         for generation in record.generations],
         "columns": ["generation", *INDIVIDUAL_FIELDS],

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..record import Best, Generation, Individual, RunRecord
-from . import files, html, run_figures
+from . import files, html, run_figures, weight_map
 from .context import RunContext
 from .figures import GenerationPlot, LossPlot, png
 from .images import gif_bytes, png_bytes, read_png, thumbnail_strip
@@ -73,6 +73,8 @@ def run_plots(record: RunRecord) -> dict:
              files.LOOSENESS_PLOT: run_figures.looseness_figure}
     if record.resolved.get("size_limit", 0) > 0:
         plots[files.FRONT_PLOT] = run_figures.front_figure
+    if weight_map.installed() and weight_map.enough_individuals(record):
+        plots[files.WEIGHT_MAP_PLOT] = weight_map.weight_map_figure
     return plots
 
 

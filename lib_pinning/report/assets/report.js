@@ -126,7 +126,7 @@
 
   function plots() {
     if (!data.plots.length) return null;
-    return card("Plots", el("div", { className: "plots" }, ...data.plots.map((plot) =>
+    return card("Plots", ...(data.plots_missing || []).map(note), el("div", { className: "plots" }, ...data.plots.map((plot) =>
       el("figure", {}, el("a", { href: url(plot.file) }, picture(url(plot.file), plot.title, "plot")),
         el("figcaption", { textContent: plot.title })))));
   }
