@@ -88,6 +88,7 @@ class Objective:
         if not self._pending:
             return []
         self.targets, self.masks, notices = prepare_targets(self._pending, size, self._pending_masks)
+        self._target_embeddings = None
         self._pending, self._pending_masks = [], []
         return notices
 
@@ -103,7 +104,7 @@ class Objective:
 
     def set_targets(self, targets: torch.Tensor) -> None:
         if self.mode.uses_targets and self.compares:
-            self.targets = targets
+            self.targets, self._target_embeddings = targets, None
 
     def target_pixels(self) -> torch.Tensor | None:
         """The targets as they are scored: (T, 3, H, W), or (T, 4, H, W) with the masks as alpha."""
@@ -129,7 +130,9 @@ class Objective:
         pairs = self.pairs(len(targets), len(images))
         if not pairs and not self.terms.tags:
             raise ValueError("the loss needs at least two images (use a batch size of 2 or more)")
-        errors = self._pair_losses(targets, images, pairs)
+        uses_embeddings = self.terms.semantic > 0 or self.terms.tags
+        embeddings = self.terms.embedder.embed_images(images) if uses_embeddings else None  # once per batch
+        errors = self._pair_losses(targets, images, embeddings, pairs)
         if not pairs:
             loss = 0.0
         elif self.tree is None:
@@ -138,12 +141,13 @@ class Objective:
             loss = self.tree.loss(self.mode, pairs, errors, len(targets), len(images))
         image_losses = np.asarray(_image_losses(pairs, errors, len(targets), len(images)))
         if self.terms.tags:
-            tag_losses = self.terms.tag * (1 - self.terms.embedder.tag_scores(images, self.terms.tags).mean(1))
+            tag_losses = self.terms.tag * (1 - self.terms.embedder.tag_scores(embeddings, self.terms.tags).mean(1))
             loss += float(tag_losses.mean())
             image_losses = image_losses + tag_losses.numpy()
         return Score(loss, pairs, errors.tolist(), image_losses.tolist())
 
-    def _pair_losses(self, targets: torch.Tensor, images: torch.Tensor, pairs) -> np.ndarray:
+    def _pair_losses(self, targets: torch.Tensor, images: torch.Tensor, embeddings: torch.Tensor | None,
+                     pairs) -> np.ndarray:
         losses = np.zeros(len(pairs))
         if not pairs:
             return losses
@@ -157,10 +161,8 @@ class Objective:
                 errors = flipped.weighted_errors(pairs, weights, index)
             losses += terms.flip * errors.double().cpu().numpy()
         if terms.semantic > 0:
-            if self._target_embeddings is None or len(self._target_embeddings) != len(targets):
-                self._target_embeddings = terms.embedder.embed_images(targets) if len(targets) else \
-                    torch.zeros((0, 0), dtype=torch.float64)
-            embeddings = terms.embedder.embed_images(images)
+            if len(targets) and self._target_embeddings is None:
+                self._target_embeddings = terms.embedder.embed_images(targets)  # the targets never change
             if len(targets):
                 embeddings = torch.cat([self._target_embeddings, embeddings])
             losses += terms.semantic * semantic_distances(embeddings, pairs).numpy()

@@ -31,8 +31,9 @@ class Embedder:
         """(N, 3, H, W) in [0, 1] -> (N, D) unit vectors (float64 on the CPU)."""
         raise NotImplementedError
 
-    def tag_scores(self, images: torch.Tensor, tags: Sequence[str]) -> torch.Tensor:
-        """(N, 3, H, W) in [0, 1] and T tags -> (N, T) scores (float64 on the CPU): how well each tag fits."""
+    def tag_scores(self, embeddings: torch.Tensor, tags: Sequence[str]) -> torch.Tensor:
+        """N images' embeddings (from `embed_images`) and T tags -> (N, T) scores (float64 on the CPU): how well
+        each tag fits."""
         raise NotImplementedError
 
     def check_tags(self, tags: Sequence[str]) -> None:
@@ -90,8 +91,8 @@ class ClipEmbedder(Embedder):
             self._text_cache.update(zip(missing, F.normalize(features, dim=1).cpu()))
         return torch.stack([self._text_cache[tag] for tag in tags])
 
-    def tag_scores(self, images: torch.Tensor, tags: Sequence[str]) -> torch.Tensor:
-        return self.embed_images(images) @ self._text(tags).T
+    def tag_scores(self, embeddings: torch.Tensor, tags: Sequence[str]) -> torch.Tensor:
+        return embeddings @ self._text(tags).T
 
     def release(self) -> None:
         self.model.to("cpu")

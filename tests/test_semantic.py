@@ -54,7 +54,7 @@ def test_tag_scores_on_the_embedded_model_are_exact(model):
     tags = prototype_tags(6, 16, 2)
     assert model.tags == tags
     chosen = [tags[0][0], tags[3][-1], "disc"]
-    scores = embedder.tag_scores(model.prototypes, chosen)
+    scores = embedder.tag_scores(embedder.embed_images(model.prototypes), chosen)
     posterior = embedder.posterior(model.prototypes)
     for k in range(6):
         for t, tag in enumerate(chosen):
@@ -118,7 +118,7 @@ def test_clip_embeddings_are_unit_vectors_and_tag_scores_are_cosines(tiny_clip):
     images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(5))
     embeddings = tiny_clip.embed_images(images)
     assert torch.allclose(embeddings.norm(dim=1), torch.ones(3, dtype=torch.float64))
-    scores = tiny_clip.tag_scores(images, ["red hair", "night"])
+    scores = tiny_clip.tag_scores(embeddings, ["red hair", "night"])
     import clip
     with torch.no_grad():
         text = tiny_clip.model.encode_text(clip.tokenize(["red hair", "night"])).double()
@@ -135,3 +135,23 @@ def test_pinning_to_tags_alone_raises_the_tag_score(tmp_path):
     assert record.objective.embedder == PrototypeEmbedder.name
     assert record.baseline.loss > 0.9 and record.best.loss < 0.1  # no image showed it; the pinned ones do
     assert "no target images: the target tags alone score the images" in record.notices
+
+
+def test_a_batch_is_embedded_once_for_both_the_semantic_loss_and_the_tags_and_the_targets_once_per_run(model):
+    class Counting(PrototypeEmbedder):
+        calls = []
+
+        def embed_images(self, images):
+            self.calls.append(len(images))
+            return super().embed_images(images)
+
+    embedder = Counting(model)
+    terms = Terms(flip=0.0, semantic=1.0, tags=(model.tags[0][0],), embedder=embedder)
+    objective = Objective(model.prototypes[:2], "target", terms=terms)
+    first = objective.score(model.prototypes[2:5])
+    second = objective.score(model.prototypes[2:5])
+    assert Counting.calls == [3, 2, 3]  # batch, targets (cached after), batch
+    expected_tags = 1 - embedder.tag_scores(PrototypeEmbedder(model).embed_images(model.prototypes[2:5]),
+                                            terms.tags)[:, 0]
+    assert first.loss == second.loss
+    assert first.loss == pytest.approx(np.mean(first.pair_losses) + float(expected_tags.mean()), abs=1e-12)
