@@ -38,7 +38,7 @@ def target_and_mask():
 
 def test_a_masked_run_keeps_each_mask_with_its_target_and_resumes_to_the_uninterrupted_record(webui, tmp_path):
     target, mask = target_and_mask()
-    args = [{**SMALL, "generations": 3, "targets": [target], "masks": [mask]}]
+    args = [{**SMALL, "targets": [target], "masks": [mask]}]
     whole = api_call(webui, job(tmp_path), args).extra_generation_params["Prompt pinning"]["run_folder"]
     record = read_record(whole)
     assert record.options["masks"] == ["mask upload 1"]
@@ -46,7 +46,7 @@ def test_a_masked_run_keeps_each_mask_with_its_target_and_resumes_to_the_uninter
     assert saved.shape == (16, 16, 4) and (saved[:8, :, 3] == 255).all() and (saved[8:, :, 3] == 0).all()
     assert (np.asarray(Image.open(Path(whole) / "targets" / "mask-0.png")) == saved[..., 3]).all()
     webui.renders.clear()
-    webui.stop_at = 5  # Interrupt in generation 1
+    webui.stop_at = 3  # Interrupt in generation 0
     stopped = api_call(webui, job(tmp_path), args).extra_generation_params["Prompt pinning"]
     assert stopped["status"] == "interrupted"
     webui.state.interrupted, webui.stop_at = False, None
