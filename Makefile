@@ -21,6 +21,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip 'setuptools>=77,<81' wheel
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -q --no-build-isolation -e '.[test]'
+	# numba compiles and caches umap-learn's dependencies on their first import (~30 s): once here, not in a test run
+	$(PY) -W ignore -c "import umap"
 	touch $@
 
 clean:

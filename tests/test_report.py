@@ -221,8 +221,7 @@ def test_index_inlines_the_data_once_escapes_user_text_and_fetches_nothing(run):
     assert [row[column["folder"]] for row in data["individuals"]] == [i.folder for _, i in individuals(record)]
     assert [row[column["loss"]] for row in data["individuals"]] == [i.loss for _, i in individuals(record)]
     assert data["best"]["prompt"] == record.best.prompt and data["best"]["folder"] == record.best.folder
-    assert [plot["file"] for plot in data["plots"]] == [files.CMA_PLOT, files.HISTORY_PLOT, files.LOOSENESS_PLOT,
-                                                        files.WEIGHT_MAP_PLOT]  # the test extra has the map's packages
+    assert [plot["file"] for plot in data["plots"]] == [files.CMA_PLOT, files.HISTORY_PLOT, files.LOOSENESS_PLOT]
 
 
 def test_index_stays_small_with_2000_individuals(tmp_path):

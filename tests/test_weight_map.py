@@ -13,7 +13,7 @@ from lib_pinning.record import (Best, CmaState, Generation, GenomeRecord, Indivi
                                 RunRecord, individual_folder)
 from lib_pinning.report import weight_map as wm
 
-needs_umap = pytest.mark.skipif(wm.available() is not None, reason="umap-learn / scikit-learn are not installed")
+needs_umap = pytest.mark.skipif(not wm.installed(), reason="umap-learn / scikit-learn are not installed")
 
 WORDS = ["a", "red", "circle", "$x$", "sky"]
 NEGATIVE = ["dark", "blurry", "ugly"]
@@ -219,9 +219,11 @@ def test_without_umap_the_map_names_what_to_install(monkeypatch):
 
 
 @needs_umap
-def test_the_report_draws_the_map_and_names_the_extra_when_it_is_missing(grouped, tmp_path, monkeypatch):
+def test_the_report_draws_the_map_and_names_the_extra_when_it_is_missing(tmp_path, monkeypatch):
     from lib_pinning.report import files, html, writers
-    record = grouped[0]
+    record = two_groups(per_group=wm.REPORT_POINTS // 2)[0]
+    writers.write_run(tmp_path / "short", two_groups(per_group=wm.REPORT_POINTS // 2 - 1)[0])
+    assert not (tmp_path / "short" / files.WEIGHT_MAP_PLOT).exists()  # a short run gets no map
     writers.write_run(tmp_path / "with", record)
     page = (tmp_path / "with" / files.INDEX).read_text(encoding="utf-8")
     assert (tmp_path / "with" / files.WEIGHT_MAP_PLOT).is_file() and files.WEIGHT_MAP_PLOT in page

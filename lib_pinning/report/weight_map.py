@@ -40,6 +40,8 @@ SKLEARN_REQUIREMENT = "scikit-learn==1.9.1"
 EXTRA = "weightmap"                      # pip install "sd-prompt-pinning[weightmap]"
 MAX_POINTS = 2000      # a longer run maps its best MAX_POINTS individuals (by loss)
 MIN_POINTS = 10        # fewer individuals than this make no map
+REPORT_POINTS = 100    # the report draws one for runs of this many individuals or more: fewer show no structure
+                       # a 15-neighbour map can be trusted with, and a short run need not pay the import
 MIN_GENES = 2          # nor does a prompt of one word
 NEIGHBOURS = 15        # umap's default n_neighbors; fewer when there are fewer points
 EPOCHS = 200           # umap's default for large data sets (500 for small ones costs 2.5 times as long)
@@ -69,7 +71,7 @@ def missing_message() -> str:
 
 
 def enough_individuals(record: RunRecord) -> bool:
-    return sum(len(generation.individuals) for generation in record.generations) >= MIN_POINTS
+    return sum(len(generation.individuals) for generation in record.generations) >= REPORT_POINTS
 
 
 def available() -> str | None:
