@@ -384,7 +384,7 @@ class FlipImages:
 
         `pairs`: a sequence of index pairs or a (P,2) integer tensor.
         """
-        return self._per_pair(pairs, lambda maps: maps.mean(dim=(1, 2)))
+        return self._per_pair(pairs, lambda maps, chunk: maps.mean(dim=(1, 2)))
 
     def weighted_errors(self, pairs, weights, index):
         """Weighted mean LDR-ꟻLIP error (P,) of each pair: pair p's error map weighted by `weights[index[p]]`.
@@ -395,12 +395,9 @@ class FlipImages:
         weights = torch.as_tensor(weights, dtype=torch.float32, device=self.cached.device)
         index = torch.as_tensor(index, dtype=torch.int64, device=self.cached.device)
         totals = weights.sum(dim=(1, 2))
-        position = {"start": 0}  # _per_pair reduces the pairs chunk by chunk, in order
 
-        def reduce(maps):
-            start = position["start"]
-            chosen = index[start:start + len(maps)]
-            position["start"] = start + len(maps)
+        def reduce(maps, chunk):
+            chosen = index[chunk]
             sums = (maps.double() * weights[chosen].double()).sum(dim=(1, 2))
             total = totals[chosen].double()
             return torch.where(total > 0, sums / total.clamp(min=1e-300), torch.zeros_like(sums))
@@ -409,7 +406,7 @@ class FlipImages:
 
     def error_maps(self, pairs):
         """Per-pixel LDR-ꟻLIP errors (P,H,W) of each (test_index, reference_index) pair."""
-        return self._per_pair(pairs, lambda maps: maps)
+        return self._per_pair(pairs, lambda maps, chunk: maps)
 
     def pairwise(self):
         """All pairs i < j (as a (P,2) int64 tensor on the cache's device) and their mean errors (P,)."""
@@ -424,9 +421,9 @@ class FlipImages:
         results = []
         for start in range(0, test_index.numel(), step):
             chunk = slice(start, start + step)
-            results.append(reduce(_error_maps(self._differences(test_index[chunk], reference_index[chunk]))))
+            results.append(reduce(_error_maps(self._differences(test_index[chunk], reference_index[chunk])), chunk))
         if not results:
-            return reduce(torch.empty((0, height, width), device=self.cached.device))
+            return reduce(torch.empty((0, height, width), device=self.cached.device), slice(0, 0))
         return torch.cat(results)
 
     def _differences(self, test_index, reference_index):

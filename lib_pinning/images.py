@@ -27,12 +27,16 @@ def has_alpha(image: Image.Image) -> bool:
     return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info)
 
 
+def _flattened(image: Image.Image, grey: int) -> Image.Image:
+    """The image with its transparency composited onto a grey level (255: white, 0: black)."""
+    rgba = image.convert("RGBA")
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, (grey, grey, grey, 255)), rgba)
+
+
 def image_to_tensor(image: Image.Image) -> torch.Tensor:
     """A PIL image as a (3, H, W) float tensor in [0, 1]; transparency is flattened onto white."""
     if has_alpha(image):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)
+        image = _flattened(image, 255)
     if image.mode.startswith("I") or image.mode == "F":  # 16/32-bit or float: convert("RGB") would clip them
         return _grey_tensor(image)
     array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
@@ -90,8 +94,7 @@ def mask_to_tensor(mask: Image.Image) -> torch.Tensor:
     if mask.mode.startswith("I") or mask.mode == "F":
         return _grey_tensor(mask)[0]
     if has_alpha(mask):
-        rgba = mask.convert("RGBA")
-        mask = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
+        mask = _flattened(mask, 0)
     return torch.from_numpy(np.asarray(mask.convert("L"), dtype=np.float32) / 255.0)
 
 

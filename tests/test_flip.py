@@ -335,3 +335,14 @@ def test_bad_pairs_raise_value_error(pairs):
     images = FlipImages(_good().expand(2, 3, 8, 8))
     with pytest.raises(ValueError, match="pair"):
         images.errors(pairs)
+
+
+def test_weighted_errors_pick_each_pairs_weights_across_chunks():
+    generator = torch.Generator().manual_seed(8)
+    images = torch.rand(4, 3, 16, 16, generator=generator)
+    weights = torch.rand(2, 16, 16, generator=generator)
+    pairs, index = [(0, 1), (2, 3), (1, 3), (0, 2)], [1, 0, 1, 0]
+    small = FlipImages(images, chunk_bytes=1)  # one pair per chunk
+    maps = FlipImages(images).error_maps(pairs).double()
+    expected = [(maps[p] * weights[i]).sum() / weights[i].sum() for p, i in enumerate(index)]
+    assert torch.allclose(small.weighted_errors(pairs, weights, index), torch.stack(expected).double(), atol=1e-6)
