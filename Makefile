@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv clean bench-smoke
 
 demo: $(STAMP)
 	$(PY) -m lib_pinning demo --out runs/demo
@@ -23,6 +23,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-build-isolation -e '.[test]'
 	# numba compiles and caches umap-learn's dependencies on their first import (~30 s): once here, not in a test run
 	$(PY) -W ignore -c "import umap"
+	touch $@
+
+# bench/gpu.sh's steps at tiny sizes on the CPU: the GPU script is proven to run before GPU time is spent on it.
+bench-smoke: $(VENV)/.bench
+	PYTHON=$(PY) bash bench/gpu.sh --cpu-smoke $$(mktemp -d)
+
+$(VENV)/.bench: $(STAMP)
+	$(PY) -m pip install -q --no-build-isolation -e '.[bench]'
 	touch $@
 
 clean:

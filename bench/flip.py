@@ -1,15 +1,18 @@
 """Benchmark: the 120-pair pairwise LDR-ꟻLIP loss of 16 images of 512^2, torch (lib_pinning.flip) vs flip_evaluator.
 
-    .venv/bin/python bench/flip.py [--runs 5] [--oracle-pairs 60] [--threads N] [--write]
+    .venv/bin/python bench/flip.py [--sizes 512 1024] [--runs 5] [--oracle-pairs 60] [--threads N] [--write]
+        [--json FILE] [--markdown FILE] [--from-json FILE] [--smoke]
 
 torch is timed as the pinning loop uses it: `FlipImages(images).pairwise()`, preprocessing included, on the CPU and,
 when there is one, on the GPU (inputs already on the device). flip_evaluator is timed one pair per call, the only
-way it works. Agreement is checked on `--oracle-pairs` distinct pairs (at least 50). `--write` appends the results
-under `## flip` in docs/BENCHMARKS.md.
+way it works. Agreement is checked on `--oracle-pairs` distinct pairs (at least 50) at 512^2, and on proportionally
+fewer at larger sizes (at least 8). `--write` appends the results under `## flip` in docs/BENCHMARKS.md; `--json`
+keeps the raw numbers, `--markdown` the section (bench/gpu.sh).
 """
 
 import argparse
 import datetime
+import json
 import os
 import statistics
 import time
@@ -27,6 +30,7 @@ from lib_pinning.flip import FlipImages  # noqa: E402
 SIZE = 512
 IMAGE_COUNT = 16
 MIN_ORACLE_PAIRS = 50
+MIN_LARGE_ORACLE_PAIRS = 8  # at sizes above 512^2, where one flip_evaluator call takes seconds
 SECTION = "## flip"
 
 
@@ -109,22 +113,27 @@ def core_count():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
-def markdown_section(rows, agreement, args, load_before):
-    date = datetime.date.today().isoformat()
-    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
+def markdown_section(result: dict) -> str:
+    """The dated section of one size's measurement (`measure_size`), from measured or saved numbers."""
+    gpu = f", GPU {result['gpu']}" if result["gpu"] else ", no GPU"
+    size, oracle_ms = result["size"], result["oracle_ms"]
+    rows = [f"| flip_evaluator {result['flip_evaluator']} | cpu | {oracle_ms:.2f} | 1.0 |"]
+    for label, ms in result["torch_ms"].items():
+        rows.append(f"| lib_pinning.flip (FlipImages) | {label} | {ms:.3f} | {oracle_ms / ms:.0f} |")
     lines = [
-        f"### {date}: {core_count()} cores ({cpu_model()}){gpu}, torch {torch.__version__}",
+        f"### {result['date']}: {result['cores']} cores ({result['cpu']}){gpu}, torch {result['torch']}",
         "",
-        f"`bench/flip.py`: {IMAGE_COUNT} seeded {SIZE}x{SIZE} images, the 120-pair pairwise loss. torch: median of "
-        f"{args.runs} runs of `FlipImages(images).pairwise()` after a warm-up, preprocessing included, "
-        f"{torch.get_num_threads()} CPU threads. flip_evaluator: one pair per call, median over {args.oracle_pairs} "
-        f"calls, interleaved with the torch runs. 1-minute load average before the run: {load_before:.2f}.",
+        f"`bench/flip.py`: {IMAGE_COUNT} seeded {size}x{size} images, the {result['pairs']}-pair pairwise loss. torch: "
+        f"median of {result['runs']} runs of `FlipImages(images).pairwise()` after a warm-up, preprocessing "
+        f"included, {result['threads']} CPU threads. flip_evaluator: one pair per call, median over "
+        f"{result['oracle_pairs']} calls, interleaved with the torch runs. 1-minute load average before the run: "
+        f"{result['load_before']:.2f}.",
         "",
         "| implementation | device | ms per pair | speed-up vs flip_evaluator |",
         "|---|---|---:|---:|",
         *rows,
         "",
-        agreement,
+        result["agreement"],
         "",
     ]
     return "\n".join(lines)
@@ -136,25 +145,46 @@ def device_label(device_type):
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[SIZE], help="image sizes (%(default)s)")
     parser.add_argument("--runs", type=int, default=5, help="timed torch runs (after one warm-up)")
-    parser.add_argument("--oracle-pairs", type=int, default=60, help="pairs run through flip_evaluator, 50 to 120")
+    parser.add_argument("--oracle-pairs", type=int, default=60,
+                        help="pairs run through flip_evaluator at 512^2, 50 to 120 (fewer at larger sizes)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--smoke", action="store_true", help="64^2 images, one run, 8 oracle pairs: proves it runs")
+    parser.add_argument("--json", help="write the raw numbers there")
+    parser.add_argument("--markdown", help="write the sections there")
+    parser.add_argument("--from-json", help="measure nothing: the sections from numbers saved by --json")
     parser.add_argument("--write", action="store_true", help="append the results to docs/BENCHMARKS.md")
     args = parser.parse_args()
-    if args.runs < 1 or not MIN_ORACLE_PAIRS <= args.oracle_pairs <= 120:
+    if args.smoke:
+        args.sizes, args.runs, args.oracle_pairs = [64], 1, MIN_LARGE_ORACLE_PAIRS
+    elif args.runs < 1 or not MIN_ORACLE_PAIRS <= args.oracle_pairs <= 120:
         parser.error(f"--runs must be >= 1 and --oracle-pairs in [{MIN_ORACLE_PAIRS}, 120]")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     return args
 
 
-def table_rows(torch_results, pair_count, oracle_ms):
-    rows = [f"| flip_evaluator {version('flip-evaluator')} | cpu | {oracle_ms:.2f} | 1.0 |"]
-    for device_type, (seconds, _) in torch_results.items():
-        ms = 1000 * seconds / pair_count
-        speed_up = oracle_ms / ms
-        rows.append(f"| lib_pinning.flip (FlipImages) | {device_label(device_type)} | {ms:.3f} | {speed_up:.0f} |")
-    return rows
+def oracle_pair_count(requested: int, size: int) -> int:
+    """As many flip_evaluator calls as `requested` at 512^2 cost, at least MIN_LARGE_ORACLE_PAIRS."""
+    return min(requested, max(MIN_LARGE_ORACLE_PAIRS, round(requested * (SIZE / size) ** 2)))
+
+
+def measure_size(size: int, runs: int, oracle_pairs: int) -> dict:
+    load_before = os.getloadavg()[0]  # the machine may be shared; a high load slows torch's threads most
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    torch_results, pairs, chosen, oracle_seconds, oracle_means, oracle_map_means = benchmark(
+        varied_images(IMAGE_COUNT, size), devices, runs, oracle_pairs
+    )
+    return {
+        "date": datetime.date.today().isoformat(), "size": size, "pairs": len(pairs), "runs": runs,
+        "oracle_pairs": len(chosen), "oracle_ms": 1000 * statistics.median(oracle_seconds),
+        "torch_ms": {device_label(kind): 1000 * seconds / len(pairs) for kind, (seconds, _) in torch_results.items()},
+        "agreement": agreement_line(torch_results, chosen, oracle_means, oracle_map_means),
+        "flip_evaluator": version("flip-evaluator"), "cores": core_count(), "cpu": cpu_model(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "", "torch": torch.__version__,
+        "threads": torch.get_num_threads(), "load_before": load_before,
+    }
 
 
 def agreement_line(torch_results, chosen, oracle_means, oracle_map_means):
@@ -173,17 +203,22 @@ def agreement_line(torch_results, chosen, oracle_means, oracle_map_means):
 
 def main():
     args = parse_args()
-    load_before = os.getloadavg()[0]  # the machine may be shared; a high load slows torch's threads most
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
-    torch_results, pairs, chosen, oracle_seconds, oracle_means, oracle_map_means = benchmark(
-        varied_images(IMAGE_COUNT, SIZE), devices, args.runs, args.oracle_pairs
-    )
-    rows = table_rows(torch_results, len(pairs), 1000 * statistics.median(oracle_seconds))
-    agreement = agreement_line(torch_results, chosen, oracle_means, oracle_map_means)
-    section = markdown_section(rows, agreement, args, load_before)
-    print(section)
+    results = []
+    if args.from_json:
+        with open(args.from_json) as file:
+            results = json.load(file)
+    for size in [] if args.from_json else args.sizes:
+        results.append(measure_size(size, args.runs, oracle_pair_count(args.oracle_pairs, size)))
+        if args.json:
+            with open(args.json, "w") as file:
+                json.dump(results, file, indent=1)
+    sections = "\n".join(markdown_section(result) for result in results)
+    print(sections)
+    if args.markdown:
+        with open(args.markdown, "w") as file:
+            file.write(sections)
     if args.write:
-        append_section(SECTION, section)
+        append_section(SECTION, sections)
         print("appended to docs/BENCHMARKS.md")
 
 
