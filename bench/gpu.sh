@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# GPU figures in one go (docs/BENCHMARKS.md: flip, hyperbatch and overhead measured on a GPU), at most 8.7 minutes
-# of steps (their time limits; about 7 on an H200) after the wheels' install.
+# GPU figures in one go (docs/BENCHMARKS.md: flip, hyperbatch and overhead measured on a GPU), at most 8 minutes of
+# steps (the sum of their time limits; about 6 on an H200) after the wheels' install.
 #
 #   bench/gpu.sh --fetch-wheels DIR     here, online: the wheels a GPU machine with torch but without this project's
 #                                       other dependencies needs (Python 3.12, x86-64; bench/gpu-wheels.txt)
@@ -87,10 +87,10 @@ if [ "$mode" = smoke ]; then
 else
   # Limits from the H200 run of 2026-11-30 (docs/gpu/2026-11-30): a Hyperbatch run at B = 8 and 16 with the
   # diversity took 161 s, one timed run per sampler at B = 64 69 s, a 2-generation pinning run per recorder 40 s.
-  step machine 20 bash -c 'nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv; nproc'
-  step test-gpu-matches-cpu 40 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_flip.py -k gpu_matches_cpu
-  step flip 60 "$PYTHON" bench/flip.py --sizes 512 1024 --oracle-pairs 50 --json "$out/flip.json"
-  step hyperbatch 180 "$PYTHON" bench/hyperbatch.py --device cuda --batches 8 16 --json "$out/hyperbatch.json"
+  step machine 10 bash -c 'nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv; nproc'
+  step test-gpu-matches-cpu 30 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_flip.py -k gpu_matches_cpu
+  step flip 50 "$PYTHON" bench/flip.py --sizes 512 1024 --oracle-pairs 50 --json "$out/flip.json"
+  step hyperbatch 170 "$PYTHON" bench/hyperbatch.py --device cuda --batches 8 16 --json "$out/hyperbatch.json"
   step hyperbatch-64 90 "$PYTHON" bench/hyperbatch.py --device cuda --batches 64 --repeats 1 --speedups-only \
     --json "$out/hyperbatch-b64.json"
   step overhead 130 "$PYTHON" bench/overhead.py --renderer unet --device cuda --generations 2 --json "$out/overhead.json"
