@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from .chooser import MODE as CHOICE, Chooser
 from .embedded import EmbeddedModel, EmbeddedRenderer, PrototypeEmbedder
 from .engine import RunResult
 from .errors import InputError
@@ -48,20 +49,39 @@ def pin(prompt: str, negative_prompt: str = "", *, out: str | Path | None = None
                         progress=progress, report=report)
 
 
+def evolve(prompt: str, negative_prompt: str = "", *, chooser: Chooser, out: str | Path | None = None,
+           observers: Sequence[Observer] = (), progress: bool = True, report: bool = True, **values) -> RunResult:
+    """Prompt evolution on the embedded model: `chooser` (lib_pinning.chooser) picks among each generation's
+    candidates and its choice is the fitness; `values` are options by name as for `pin` (no targets). The run
+    stops only at its generation budget or when the chooser raises RunStopped."""
+    pinning = {name: value for name, value in values.items() if name in _PIN_NAMES}
+    rendering = {name: value for name, value in values.items() if name not in _PIN_NAMES}
+    options = parse(PinOptions, pinning)
+    render = parse(EmbeddedOptions, {**rendering, "prompt": prompt, "negative_prompt": negative_prompt})
+    return pin_embedded(options, render, out=out, observers=observers, progress=progress, report=report,
+                        chooser=chooser)
+
+
 def pin_embedded(options: PinOptions, render: EmbeddedOptions, *, out: str | Path | None = None,
                  target_images: torch.Tensor | None = None, observers: Sequence[Observer] = (),
-                 progress: bool = True, report: bool = True, resume: RunRecord | None = None) -> RunResult:
-    """Build the job and run it; with `resume` (the record in `out`), continue that run instead."""
-    return execute(_job(options, render, target_images), out, resume=resume, observers=observers,
+                 progress: bool = True, report: bool = True, resume: RunRecord | None = None,
+                 chooser: Chooser | None = None) -> RunResult:
+    """Build the job and run it; with `resume` (the record in `out`), continue that run instead; with `chooser`,
+    a prompt evolution run."""
+    return execute(_job(options, render, target_images, chooser), out, resume=resume, observers=observers,
                    progress=progress, report=report)
 
 
 def resume(run_dir: str | Path, *, target_images: torch.Tensor | None = None, observers: Sequence[Observer] = (),
-           progress: bool = True, report: bool = True, **values) -> RunResult:
+           progress: bool = True, report: bool = True, chooser: Chooser | None = None, **values) -> RunResult:
     """Continue the interrupted, failed or finished run in `run_dir` with its own inputs; `values` may raise the
     generation budget (`generations`) and must otherwise be the run's. `target_images`: the tensor targets the
-    run was given in Python, again. Raises an InputError naming what differs, before anything is written."""
+    run was given in Python, again; `chooser`: a prompt evolution run's chooser, again. Raises an InputError
+    naming what differs, before anything is written."""
     record = read_record(run_dir)
+    if record.objective.mode == CHOICE and chooser is None:
+        raise InputError(f"the run in {str(run_dir)!r} is a prompt evolution run: resume it with a chooser "
+                         "(chooser=...)")
     pinning, rendering = recorded_values(record)
     unknown_rendering = {name: value for name, value in values.items() if name not in _PIN_NAMES}
     options = parse(PinOptions, {**pinning, **{k: v for k, v in values.items() if k in _PIN_NAMES}})
@@ -72,7 +92,7 @@ def resume(run_dir: str | Path, *, target_images: torch.Tensor | None = None, ob
     if target_images is not None:
         options = dataclasses.replace(options, targets=())
     return pin_embedded(options, render, out=run_dir, target_images=target_images, observers=observers,
-                        progress=progress, report=report, resume=record)
+                        progress=progress, report=report, resume=record, chooser=chooser)
 
 
 def recorded_values(record: RunRecord) -> tuple[dict, dict]:
@@ -90,7 +110,8 @@ def recorded_values(record: RunRecord) -> tuple[dict, dict]:
     return pinning, rendering
 
 
-def _job(options: PinOptions, render: EmbeddedOptions, target_images: torch.Tensor | None) -> Job:
+def _job(options: PinOptions, render: EmbeddedOptions, target_images: torch.Tensor | None,
+         chooser: Chooser | None = None) -> Job:
     device = _device(render.device)
     sources = [str(path) for path in options.targets]
     model = EmbeddedModel(count=render.prototypes, size=render.size, seed=render.model_seed, device=device)
@@ -111,7 +132,7 @@ def _job(options: PinOptions, render: EmbeddedOptions, target_images: torch.Tens
 
     return build_job(options, render.prompt, render.negative_prompt, plan, make_renderer, targets=images,
                      target_sources=sources, masks=masks, mask_sources=[str(path) for path in options.masks],
-                     embedder=lambda: PrototypeEmbedder(model))
+                     embedder=lambda: PrototypeEmbedder(model), chooser=chooser)
 
 
 def _target(model: EmbeddedModel, source: str):

@@ -78,6 +78,7 @@ class PinningRun:
         self.error: BaseException | None = None
         self._lowest_loss = math.inf
         self._best_distance = math.inf
+        self._parents: list[str] = []  # the ids the next generation is drawn around (a chooser run records them)
 
     # -- bookkeeping -------------------------------------------------------------------------------------
     def _save(self) -> None:
@@ -149,6 +150,7 @@ class PinningRun:
         self.search.restore(stored.state["search"])
         engine = stored.state["engine"]
         self._lowest_loss, self._best_distance = engine["lowest_loss"], engine["best_distance"]
+        self._parents = list(engine.get("parents", []))
         self._keep_state()
         best = record.best
         self.best = rendered if best.generation < 0 else self._render([best.weights])[1][0]
@@ -157,8 +159,10 @@ class PinningRun:
     def _keep_state(self) -> None:
         """The state a resume starts from: taken only where a generation (or the baseline) has just finished, so
         that a run stopped inside a generation is resumed from before it."""
-        self.record.state = {"search": self.search.snapshot(),
-                             "engine": {"lowest_loss": self._lowest_loss, "best_distance": self._best_distance}}
+        engine = {"lowest_loss": self._lowest_loss, "best_distance": self._best_distance}
+        if self.job.objective.ranks_generation:
+            engine["parents"] = self._parents
+        self.record.state = {"search": self.search.snapshot(), "engine": engine}
 
     def _notice(self, notice: str) -> None:
         self.record.notices.append(notice)
@@ -176,20 +180,25 @@ class PinningRun:
         best = self.record.best
         best_is_stale = best is None or best.loss > self._lowest_loss + LOSS_TIE
         if best_is_stale or (loss <= self._lowest_loss + LOSS_TIE and distance < self._best_distance):
-            self.record.best = Best(loss, prompt[0], prompt[1], [float(w) for w in weights], generation, id, folder)
-            self.best = rendered
-            self._best_distance = distance
-            self._notify("on_best", rendered)
+            self._set_best(loss, prompt, weights, generation, id, folder, rendered)
+
+    def _set_best(self, loss: float, prompt: tuple[str, str], weights, generation: int, id: str | None,
+                  folder: str, rendered: Rendered) -> None:
+        self.record.best = Best(loss, prompt[0], prompt[1], [float(w) for w in weights], generation, id, folder)
+        self.best = rendered
+        self._best_distance = float(np.linalg.norm(weights))
+        self._notify("on_best", rendered)
 
     def _generation(self) -> None:
         started = time.perf_counter()
         index = self.search.generation
         candidates = self.search.ask()
         prompts, rendered, seconds_render = self._render([c.rendered for c in candidates])
+        objective = self.job.objective
+        scored = objective.score_generation(index, prompts, rendered)  # a chooser may end the run here
+        parents = list(self._parents) if objective.ranks_generation else []
         individuals = []
-        for number, (candidate, prompt, batch) in enumerate(zip(candidates, prompts, rendered)):
-            scoring = time.perf_counter()
-            score = self.job.objective.score(batch.images)
+        for number, (candidate, prompt, (score, seconds_loss)) in enumerate(zip(candidates, prompts, scored)):
             if not math.isfinite(score.loss):
                 raise FloatingPointError(f"the loss of individual {index:04d}-{number:03d} is {score.loss}: the "
                                          "objective cannot rank it")
@@ -197,9 +206,10 @@ class PinningRun:
             folder = individual_folder(index, identifier)
             individuals.append(Individual(identifier, folder, candidate.rendered.tolist(), score.loss, prompt[0],
                                           prompt[1], score.image_losses, score.pair_losses, seconds_render,
-                                          time.perf_counter() - scoring))
+                                          seconds_loss, score.place, score.chosen, parents))
         losses = [individual.loss for individual in individuals]
         self.search.tell(candidates, losses)  # refuses a loss that is not finite
+        self._parents = [individuals[number].id for number in self.search.drawn_around]
         state = CmaState(**self.search.state())
         if not all(math.isfinite(value) for value in (state.sigma, state.axis_ratio, *state.centroid, *state.stds)):
             raise FloatingPointError(f"the CMA-ES state is no longer finite after generation {index} (sigma "
@@ -210,6 +220,11 @@ class PinningRun:
         # from the generations its record holds. A generation enters the record only with its images queued.
         with deferred():
             for candidate, individual, batch in zip(candidates, individuals, rendered):
+                if objective.ranks_generation:  # a chooser run's best: the latest first choice
+                    if individual.place == 0 and (self.record.best is None or self.record.best.generation < index):
+                        self._set_best(individual.loss, (individual.prompt, individual.negative_prompt),
+                                       candidate.rendered, index, individual.id, individual.folder, batch)
+                    continue
                 self._update_best(individual.loss, (individual.prompt, individual.negative_prompt),
                                   candidate.rendered, index, individual.id, individual.folder, batch)
             self.record.generations.append(generation)

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from . import options as schema
+from .chooser import MODE as CHOICE, Chooser, ChoiceObjective
 from .forks import forks_fit, is_hyperbatch_sampler
 from .errors import InputError
 from .genome import Genome, build_genome
@@ -65,13 +66,16 @@ def build_job(options: PinOptions, prompt: str, negative_prompt: str, plan: Rend
               make_renderer: Callable[[PinOptions], Renderer], *,
               targets: torch.Tensor | Sequence[Image.Image] = (), target_sources: Sequence[str] = (),
               masks: torch.Tensor | Sequence[Image.Image | None] = (), mask_sources: Sequence[str] = (),
-              embeddings: Iterable[str] = (), embedder: Callable[[], Embedder] | None = None) -> Job:
+              embeddings: Iterable[str] = (), embedder: Callable[[], Embedder] | None = None,
+              chooser: Chooser | None = None) -> Job:
     """Check everything and assemble a job. `make_renderer(resolved options)` is called last, once all is valid.
 
     `targets`: decoded target images (any size: resized at the first render) or a tensor at the render size;
     `target_sources`: what run.json calls them (file paths, "upload 1", ...); `masks`, `mask_sources`: the same
     for their masks. `embedder()` gives the image embedder of the semantic loss and the tags; it is called only
-    when they are used (None: this renderer has none, and they are refused).
+    when they are used (None: this renderer has none, and they are refused). `chooser`: a prompt evolution run,
+    where the chooser's choice in each generation is the fitness (lib_pinning.chooser) instead of a loss; it
+    never stops by itself (patience, restarts, stop at loss and the first look are off).
     """
     genome = build_genome(prompt, negative_prompt, options.granularity, embeddings, keep=options.keep,
                           punctuation=options.punctuation)
@@ -81,13 +85,19 @@ def build_job(options: PinOptions, prompt: str, negative_prompt: str, plan: Rend
                          "fixed (Keep fixed, --keep), or a shorter prompt")
     seeds = plan.record.seeds
     resolved = schema.resolve(options, Context(len(genome), seeds[0], plan.fork_strength))
+    if chooser is not None:
+        _check_choice(resolved, len(targets))
+        resolved = replace(resolved, patience=0, restarts=0, target_loss=0.0, first_look=0)
     search = Search(len(genome), resolved)
     mode = loss_mode(resolved.loss_mode)
     tree = tree_weighting(plan.record.sampler, plan.sampled_steps, plan.tree_size,
                           enabled=resolved.hyperbatch_weights, kind=resolved.hyperbatch_weight_type,
                           scale=resolved.hyperbatch_weight_scale, force=resolved.hyperbatch_force)
-    objective = Objective(targets if len(targets) else None, mode, tree, masks=masks,
-                          terms=_terms(resolved, embedder))
+    if chooser is not None:
+        objective, tree = ChoiceObjective(chooser), None
+    else:
+        objective = Objective(targets if len(targets) else None, mode, tree, masks=masks,
+                              terms=_terms(resolved, embedder))
     given = len(targets) if mode.uses_targets else 0
     target_count = given or (len(seeds) if mode.uses_targets and objective.compares else 0)
     notices = _notices(genome, resolved, plan, len(targets))
@@ -98,7 +108,7 @@ def build_job(options: PinOptions, prompt: str, negative_prompt: str, plan: Rend
         options=schema.to_record(replace(options, targets=tuple(target_sources), masks=tuple(mask_sources))),
         resolved=schema.to_record(replace(resolved, targets=tuple(target_sources), masks=tuple(mask_sources))),
         cma_constants=search.constants(), render=plan.record,
-        objective=ObjectiveRecord(mode.name, target_count,
+        objective=ObjectiveRecord(CHOICE if chooser is not None else mode.name, target_count,
                                   "given" if given else "baseline" if target_count else "none",
                                   [list(pair) for pair in objective.pairs(target_count, len(seeds))],
                                   None if tree is None else vars(tree).copy(),
@@ -106,6 +116,16 @@ def build_job(options: PinOptions, prompt: str, negative_prompt: str, plan: Rend
         genome=GenomeRecord(genome.words, genome.negative_words, genome.base_weights(), list(genome.frozen)),
         notices=notices)
     return Job(genome, resolved, search, objective, make_renderer(resolved), record)
+
+
+def _check_choice(options: PinOptions, target_count: int) -> None:
+    """A chooser run compares nothing: what only a loss uses is refused."""
+    used = [label for label, value in (("Target images", target_count), ("Target masks", options.masks),
+                                      ("Semantic weight", options.semantic_weight), ("Target tags", options.tags))
+            if value]
+    if used:
+        raise InputError(f"{', '.join(used)}: a prompt evolution run has no loss, the chooser's choice is its "
+                         "fitness; leave them out")
 
 
 def _terms(options: PinOptions, embedder: Callable[[], Embedder] | None) -> Terms:

@@ -13,6 +13,7 @@ Each image is preprocessed for FLIP once; every pair reuses the preprocessed ten
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -33,6 +34,8 @@ class Score:
     pairs: list[tuple[int, int]]     # indices into targets ∪ batch (targets first)
     pair_losses: list[float]
     image_losses: list[float]        # per batch image: mean loss of the pairs it is in, plus its tag loss
+    place: int | None = None         # a chooser run (lib_pinning.chooser): the place in the generation's choice
+    chosen: bool = False             # … and whether it counts as chosen
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,8 @@ class Terms:
 
 class Objective:
     """Scores batches of images against fixed targets (and tags) with the loss of its mode."""
+
+    ranks_generation = False  # True: losses are places in a choice made within each generation (a chooser)
 
     def __init__(self, targets: torch.Tensor | Sequence[Image.Image] | None = None,
                  mode: LossMode | str = "pairwise", tree: TreeWeighting | None = None, *,
@@ -119,6 +124,16 @@ class Objective:
 
     def pairs(self, target_count: int, batch_size: int) -> list[tuple[int, int]]:
         return self.mode.pairs(target_count, batch_size) if self.compares else []
+
+    def score_generation(self, generation: int, prompts: Sequence[tuple[str, str]],
+                         batches: Sequence) -> list[tuple[Score, float]]:
+        """Each candidate's score (its `Rendered` batch) and the seconds its scoring took."""
+        scored = []
+        for batch in batches:
+            started = time.perf_counter()
+            score = self.score(batch.images)
+            scored.append((score, time.perf_counter() - started))
+        return scored
 
     def score(self, images: torch.Tensor) -> Score:
         """The loss of one individual's (B, 3, H, W) images."""

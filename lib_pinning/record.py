@@ -88,6 +88,9 @@ class Individual:
     pair_losses: list[float]    # per pair of `objective.pairs`
     seconds_render: float
     seconds_loss: float
+    place: int | None = None    # a chooser run: its place in the generation's choice (favourites all 0), or None
+    chosen: bool = False        # a chooser run: counted as chosen (lib_pinning.chooser.Choice.chosen)
+    parents: list[str] = field(default_factory=list)  # a chooser run: the ids whose recombination it was drawn around
 
 
 @dataclass
@@ -270,6 +273,10 @@ def _parse(kind, value, path: str):
         if not math.isfinite(value):
             raise _FieldError(path, f"expected a finite number, got {value}")
         return float(value)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise _FieldError(path, f"expected true or false, got {_kind(value)}")
+        return value
     if kind is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise _FieldError(path, f"expected a whole number, got {_kind(value)}")

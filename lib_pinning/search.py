@@ -97,6 +97,7 @@ class Search:
         self.restarts = 0                  # restarts done
         self.lambda_ = self.options.lambda_  # the population now (IPOP doubles it at each restart)
         self.stop: str | None = None       # why the search is done: a cause of lib_pinning.record.CAUSES
+        self.drawn_around: list[int] = []  # the last told generation's candidates the next is drawn around
         # the first look takes at most half the budget, so that CMA-ES always gets the other half
         self.look_size = min(self.options.first_look, self.budget // 2)
         self._looking = self.look_size >= 2 and not self._multi_objective
@@ -239,11 +240,15 @@ class Search:
             else:
                 candidate.individual.fitness.values = (penalised,)
         individuals = [c.individual for c in candidates]
+        # DEAP sorts a generation by fitness (a stable sort): its first mu make the next centroid.
+        by_fitness = sorted(range(len(individuals)), key=lambda index: individuals[index].fitness.values[0])
+        self.drawn_around = [] if self._strategy is None or self._multi_objective else by_fitness[:self._strategy.mu]
         with self._own_rng():
             if self._looking:  # CMA-ES starts at the best point of the first look
                 best = min(individuals, key=lambda individual: individual.fitness.values[0])
                 self._strategy = self._new_strategy(best)
                 self._looking = False
+                self.drawn_around = by_fitness[:1]
             elif self._strategy is None:
                 params = {"mu": len(individuals), "lambda_": self.options.lambda_}
                 self._strategy = cma.StrategyMultiObjective(individuals, self.options.sigma, **params)
@@ -274,6 +279,7 @@ class Search:
                 centroid = np.random.uniform(-options.box, options.box, self.dimension)
             self._strategy = self._new_strategy(centroid)
             self._stalled = self._flat = 0
+            self.drawn_around = []
             log.info("restart %d: no improvement above %g in %d generations; CMA-ES starts again with %d children "
                      "per generation", self.restarts, options.tolerance, options.patience, self.lambda_)
             return

@@ -1,0 +1,203 @@
+"""Prompt evolution (lib_pinning.chooser, lib_pinning.winners): a chooser's choice as the fitness of the search,
+the record of every choice and every individual's parents, and which words win."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lib_pinning.chooser import Choice, ChoiceObjective, ClosestChooser
+from lib_pinning.embedded import EmbeddedModel, EmbeddedRenderer
+from lib_pinning.embedded_run import DEMO_NEGATIVE, DEMO_PROMPT, evolve, resume
+from lib_pinning.errors import InputError
+from lib_pinning.genome import build_genome
+from lib_pinning.record import GenomeRecord, Generation, Individual, read_record
+from lib_pinning.rendering import Rendered, RunStopped
+from lib_pinning.search import _decode
+from lib_pinning.winners import word_statistics
+from report_support import without_timings
+
+SMALL = dict(batch=2, steps=4, prototypes=6, size=16, progress=False, cma_seed=3, generations=4, lambda_=5)
+
+
+class FirstAndThird:
+    """Ranks candidates 2 and 0 (in that order); stops the run at `stop_at` if given."""
+
+    def __init__(self, stop_at: int | None = None, tied: bool = False):
+        self.stop_at, self.tied, self.seen = stop_at, tied, []
+
+    def choose(self, generation, prompts, batches):
+        self.seen.append((generation, len(prompts), len(batches)))
+        if generation == self.stop_at:
+            raise RunStopped()
+        return Choice.favourites([2, 0]) if self.tied else Choice.ranking([2, 0])
+
+
+# --- the choice -----------------------------------------------------------------------------------------------
+
+
+def test_a_ranking_and_favourites_become_losses_places_and_chosen():
+    ranking = Choice.ranking([3, 1])
+    assert ranking.places(4) == [None, 1, None, 0]
+    assert ranking.losses(4) == [1.0, 0.25, 1.0, 0.0]
+    assert ranking.chosen(4) == [False, True, False, True]
+    favourites = Choice.favourites([3, 1])
+    assert favourites.places(4) == [None, 0, None, 0]
+    assert favourites.losses(4) == [1.0, 0.0, 1.0, 0.0]
+    full = Choice.ranking([2, 0, 3, 1, 4])  # every candidate ranked: the first half counts as chosen
+    assert full.losses(5) == [0.2, 0.6, 0.0, 0.4, 0.8]
+    assert full.chosen(5) == [True, False, True, True, False]  # places 0, 1, 2 of 5
+
+
+@pytest.mark.parametrize("choice, says", [(Choice.ranking([]), "at least one"), (Choice.ranking([0, 5]), "candidate 5"),
+                                          (Choice.favourites([1, 1]), "twice"), (Choice.ranking([-1]), "candidate -1")])
+def test_a_wrong_choice_is_refused_naming_what_is_wrong(choice, says):
+    with pytest.raises(InputError, match=says):
+        choice.check(5)
+
+
+def test_the_scripted_chooser_picks_the_candidates_closest_to_its_target():
+    model = EmbeddedModel(count=6, size=16)
+    target = model.prototypes[4:5]
+    batches = [Rendered(model.prototypes[[index, index]]) for index in (1, 4, 2)]
+    chooser = ClosestChooser(target, count=2, ranking=True)
+    choice = chooser.choose(0, [("", "")] * 3, batches)
+    assert choice.order[0] == 1 and chooser.history[0][1] == 0.0
+    assert choice == Choice.ranking(sorted(range(3), key=lambda index: chooser.history[0][index])[:2])
+
+
+# --- the run ------------------------------------------------------------------------------------------------
+
+
+def test_a_chooser_run_records_every_choice_and_every_individuals_parents(tmp_path):
+    chooser = FirstAndThird()
+    result = evolve("a red circle", "blue", chooser=chooser, out=tmp_path / "run", **SMALL)
+    record = result.record
+    assert result.status == "done" and record.ending.cause == "generations"  # never stops by itself
+    assert record.objective.mode == "choice" and record.objective.pairs == []
+    assert [seen[0] for seen in chooser.seen] == [0, 1, 2, 3]
+    mu = record.resolved["mu"]
+    previous = None
+    for generation in record.generations:
+        places = [individual.place for individual in generation.individuals]
+        assert places == [1, None, 0, None, None]
+        assert [individual.chosen for individual in generation.individuals] == [True, False, True, False, False]
+        assert [individual.loss for individual in generation.individuals] == [0.2, 1.0, 0.0, 1.0, 1.0]
+        parents = generation.individuals[0].parents
+        assert all(individual.parents == parents for individual in generation.individuals)
+        if previous is None:
+            assert parents == []  # drawn around the prompt
+        else:  # DEAP's mu best of the previous generation (a stable sort by loss)
+            ranked = sorted(previous.individuals, key=lambda individual: individual.loss)
+            assert parents == [individual.id for individual in ranked[:mu]]
+        previous = generation
+    last = record.generations[-1].individuals[2]
+    assert (record.best.id, record.best.generation) == (last.id, 3)  # the latest first choice
+    assert read_record(tmp_path / "run") == record
+    assert (tmp_path / "run" / "index.html").exists()
+
+
+def test_the_parents_are_the_candidates_the_next_centroid_is_recombined_from(tmp_path):
+    """Oracle: DEAP's own update moves the centroid to the weighted mean of exactly those candidates."""
+    result = evolve("a red circle", "blue", chooser=FirstAndThird(), **SMALL)
+    generations = result.record.generations
+    weights = _decode(result.record.state["search"]["strategy"]["weights"])  # DEAP's recombination weights
+    for before, after in zip(generations, generations[1:]):
+        by_id = {individual.id: np.asarray(individual.weights) for individual in before.individuals}
+        recombined = sum(w * by_id[parent] for w, parent in zip(weights, after.individuals[0].parents))
+        np.testing.assert_allclose(before.cma.centroid, recombined, atol=1e-9)  # the state after its update
+
+
+def test_an_interrupted_chooser_run_resumes_to_the_uninterrupted_record(tmp_path):
+    quiet = dict(SMALL, report=False)
+    whole = evolve("a red circle", "blue", chooser=FirstAndThird(tied=True), out=tmp_path / "whole", **quiet)
+    stopped = evolve("a red circle", "blue", chooser=FirstAndThird(stop_at=2, tied=True), out=tmp_path / "part",
+                     **quiet)
+    assert stopped.status == "interrupted" and len(stopped.record.generations) == 2
+    chooser = FirstAndThird(tied=True)
+    resumed = resume(tmp_path / "part", chooser=chooser, progress=False, report=False)
+    assert [seen[0] for seen in chooser.seen] == [2, 3]
+    assert without_timings(resumed.record) == without_timings(whole.record)
+
+
+@pytest.mark.parametrize("values, says", [(dict(semantic_weight=0.5), "Semantic weight"),
+                                          (dict(tags=("red",)), "Target tags")])
+def test_what_only_a_loss_uses_is_refused_in_a_chooser_run_before_anything_is_written(tmp_path, values, says):
+    with pytest.raises(InputError, match=says):
+        evolve("a red circle", chooser=FirstAndThird(), out=tmp_path / "run", **SMALL, **values)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_resume_of_a_pinning_run_with_a_chooser_is_refused(tmp_path):
+    from lib_pinning.embedded_run import pin
+    pin("a red circle", out=tmp_path / "run", report=False, **SMALL)
+    with pytest.raises(InputError, match="loss|choice"):
+        resume(tmp_path / "run", chooser=FirstAndThird(), progress=False)
+
+
+# --- which words win ------------------------------------------------------------------------------------------
+
+
+def _record_of(genes_and_chosen, words=("red", "circle"), negative=("blue",), base=(1.0, 1.0, 1.0)):
+    """A chooser run's record made by hand: one generation, one individual per (genes, chosen)."""
+    record = evolve("a red circle", "blue", chooser=FirstAndThird(), **{**SMALL, "generations": 1}).record
+    record.genome = GenomeRecord(list(words), list(negative), list(base), [])
+    individuals = [Individual(f"0000-{n:03d}", "f", list(genes), 0.0, "", "", [], [], 0.0, 0.0, None, chosen)
+                   for n, (genes, chosen) in enumerate(genes_and_chosen)]
+    record.generations = [Generation(0, len(individuals), 0.0, 0.0, 1.0, record.generations[0].cma, individuals)]
+    return record
+
+
+def _fisher_greater(a, b, c, d):
+    """P(X >= a) for the hypergeometric count of the 2x2 table [[a, b], [c, d]] with its margins fixed."""
+    row, column, total = a + b, a + c, a + b + c + d
+    return sum(math.comb(column, k) * math.comb(total - column, row - k)
+               for k in range(a, min(row, column) + 1)) / math.comb(total, row)
+
+
+def test_word_statistics_count_raised_words_among_the_chosen_with_an_exact_test():
+    # "red" raised in all 4 chosen and 1 of 6 others; "circle" lowered (|1 - 0.5|) or raised by magnitude
+    # (|1 - 2.5| = 1.5); "blue" never raised.
+    rows = ([([0.5, -0.5, -0.2], True)] * 3 + [([0.3, -2.5, 0.0], True)]
+            + [([-0.4, 0.5, 0.0], False)] * 5 + [([0.1, 0.5, -0.1], False)])
+    statistics = {(s.side, s.word): s for s in word_statistics([_record_of(rows)])}
+    red, circle, blue = statistics["prompt", "red"], statistics["prompt", "circle"], statistics["negative", "blue"]
+    assert (red.chosen_raised, red.chosen, red.rendered_raised, red.rendered) == (4, 4, 5, 10)
+    assert (circle.chosen_raised, circle.rendered_raised) == (1, 7)
+    assert (blue.chosen_raised, blue.rendered_raised) == (0, 0)
+    assert red.p_value == pytest.approx(_fisher_greater(4, 0, 1, 5), rel=1e-12)
+    assert circle.p_value == pytest.approx(_fisher_greater(1, 3, 6, 0), rel=1e-12)
+    assert red.chosen_rate == 1.0 and red.rendered_rate == 0.5
+    assert red.interval[1] == 1.0 and red.interval[0] == pytest.approx(0.025 ** (1 / 4), rel=1e-9)  # Clopper-Pearson
+    assert list(statistics)[0] == ("prompt", "red")
+
+
+def test_word_statistics_refuse_pinning_runs_and_runs_without_choices(tmp_path):
+    from lib_pinning.embedded_run import pin
+    with pytest.raises(InputError, match="pinning run"):
+        word_statistics([pin("a red circle", report=False, **SMALL).record])
+    with pytest.raises(InputError, match="nothing to count"):
+        word_statistics([_record_of([([0.5, 0.0, 0.0], False)])])
+
+
+def test_a_scripted_chooser_leads_towards_a_hidden_prompt_and_the_statistics_name_its_word():
+    """The chooser's favourites are the images nearest those of a hidden prompt that raises one word to 4: over 5
+    generations the chosen images come closer to them, and over an experiment of 6 runs that word wins."""
+    settings = dict(prototypes=16, size=32, steps=6, batch=2, cfg_scale=1.5, seed=7)
+    model = EmbeddedModel(count=16, size=32)
+    genome = build_genome(DEMO_PROMPT, DEMO_NEGATIVE, "word")
+    hidden = np.zeros(len(genome))
+    hidden[genome.words.index("simple")] = 3.0
+    target = EmbeddedRenderer(model, [7, 8], steps=6, cfg_scale=1.5).render([genome.prompt(hidden)])[0].images
+    records, first, last = [], [], []
+    for cma_seed in range(1, 7):
+        chooser = ClosestChooser(target, count=3)
+        records.append(evolve(DEMO_PROMPT, DEMO_NEGATIVE, chooser=chooser, generations=5, cma_seed=cma_seed,
+                              progress=False, report=False, **settings).record)
+        first.append(np.mean(sorted(chooser.history[0])[:3]))
+        last.append(np.mean(sorted(chooser.history[-1])[:3]))
+    assert np.mean(last) < np.mean(first) / 4
+    winners = [s for s in word_statistics(records) if s.side == "prompt"]
+    assert winners[0].word == "simple" and winners[0].p_value < 0.01
+    assert winners[0].chosen_rate > winners[0].rendered_rate
