@@ -159,7 +159,7 @@ def demo_target(model: EmbeddedModel, prompt: str, rank: int = 1) -> int:
 
 
 def demo(out: str | Path, generations: int = -1, seed: int = DEMO_SEED, device: str = "cpu", progress: bool = True,
-         observers: Sequence[Observer] = ()) -> RunResult:
+         observers: Sequence[Observer] = (), report: bool = True) -> RunResult:
     """Pin a deliberately off prompt to one of the embedded model's own prototypes.
 
     The target (the prompt's 4th most likely prototype) is one the first look misses at the demo's seed: CMA-ES
@@ -169,4 +169,4 @@ def demo(out: str | Path, generations: int = -1, seed: int = DEMO_SEED, device: 
     target = f"embedded prototype {demo_target(model, DEMO_PROMPT, DEMO_RANK)}"
     return pin(DEMO_PROMPT, DEMO_NEGATIVE, out=out, targets=[target], seed=seed, cma_seed=seed,
                generations=generations, target_loss=DEMO_LOSS, batch=DEMO_BATCH, device=device, progress=progress,
-               observers=observers)
+               observers=observers, report=report)

@@ -115,7 +115,7 @@ def test_differences_compare_every_setting_the_run_was_made_with():
 
 def test_the_demo_shows_a_search_that_stops_by_itself(tmp_path):
     from lib_pinning.embedded_run import demo
-    record = demo(tmp_path / "demo", progress=False).record
+    record = demo(tmp_path / "demo", progress=False, report=False).record  # the search, not its report
     assert record.status == "done" and record.ending.cause == "target"  # not its budget
     assert record.best.generation >= 3 and record.best.loss <= 0.05 < record.baseline.loss / 10
 
@@ -123,10 +123,10 @@ def test_the_demo_shows_a_search_that_stops_by_itself(tmp_path):
 def test_the_demo_can_be_resumed(tmp_path):
     from lib_pinning.embedded_run import demo
     folder = tmp_path / "demo"
-    demo(folder, generations=1, seed=0, progress=False)  # at seed 0 its budget, not its loss target, stops it
+    demo(folder, generations=1, seed=0, progress=False, report=False)  # at seed 0 its budget stops it
     assert read_record(folder).options["targets"][0].startswith("embedded prototype ")
     assert read_record(folder).ending.cause == "generations"
-    assert resume(folder, generations=2, progress=False).status == "done"
+    assert resume(folder, generations=2, progress=False, report=False).status == "done"
     assert len(read_record(folder).generations) == 2
 
 
