@@ -14,6 +14,7 @@ of a ranking, the ranked ones, or the first half when every candidate is ranked.
 from __future__ import annotations
 
 import math
+import operator
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,16 +40,19 @@ class Choice:
 
     @classmethod
     def favourites(cls, indices: Sequence[int]) -> Choice:
-        return cls(tuple(int(index) for index in indices), tied=True)
+        return cls(tuple(_as_index(index) for index in indices), tied=True)
 
     @classmethod
     def ranking(cls, indices: Sequence[int]) -> Choice:
-        return cls(tuple(int(index) for index in indices))
+        return cls(tuple(_as_index(index) for index in indices))
 
     def check(self, count: int) -> None:
         """An InputError naming what is wrong, for a choice among `count` candidates."""
         if not self.order:
             raise InputError(f"a choice needs at least one of the {count} candidates")
+        wrong = [index for index in self.order if isinstance(index, bool) or not isinstance(index, int)]
+        if wrong:
+            raise InputError(f"a choice names candidates by their index (a whole number), got {wrong[0]!r}")
         wrong = [index for index in self.order if not 0 <= index < count]
         if wrong:
             raise InputError(f"the choice names candidate {wrong[0]}, but the generation has candidates 0 to "
@@ -73,6 +77,14 @@ class Choice:
         return [place is not None and place < limit for place in self.places(count)]
 
 
+def _as_index(value):
+    """A whole number as an int (numpy's too); anything else as it is, for `Choice.check` to name."""
+    try:
+        return value if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        return value
+
+
 class Chooser(Protocol):
     def choose(self, generation: int, prompts: Sequence[tuple[str, str]], batches: Sequence[Rendered]) -> Choice:
         """The choice among one generation's candidates: their (positive, negative) prompts and their batches.
@@ -88,6 +100,10 @@ class ChoiceObjective(Objective):
         super().__init__(None, "pairwise")
         self.chooser = chooser
 
+    @property
+    def needs_targets(self) -> bool:
+        return False  # the unperturbed prompt's batch does not stand in for targets
+
     def pairs(self, target_count: int, batch_size: int) -> list[tuple[int, int]]:
         return []
 
@@ -99,6 +115,9 @@ class ChoiceObjective(Objective):
                          batches: Sequence[Rendered]) -> list[tuple[Score, float]]:
         started = time.perf_counter()
         choice = self.chooser.choose(generation, prompts, batches)
+        if not isinstance(choice, Choice):
+            raise InputError(f"the chooser answered {type(choice).__name__}, not a Choice (Choice.favourites([...]) "
+                             "or Choice.ranking([...]))")
         count = len(batches)
         choice.check(count)
         seconds = (time.perf_counter() - started) / max(count, 1)

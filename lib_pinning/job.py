@@ -99,7 +99,8 @@ def build_job(options: PinOptions, prompt: str, negative_prompt: str, plan: Rend
         objective = Objective(targets if len(targets) else None, mode, tree, masks=masks,
                               terms=_terms(resolved, embedder))
     given = len(targets) if mode.uses_targets else 0
-    target_count = given or (len(seeds) if mode.uses_targets and objective.compares else 0)
+    target_count = 0 if chooser is not None else given or (len(seeds) if mode.uses_targets and objective.compares
+                                                            else 0)
     notices = _notices(genome, resolved, plan, len(targets))
     for notice in notices:
         log.warning("notice: %s", notice)
@@ -121,7 +122,8 @@ def build_job(options: PinOptions, prompt: str, negative_prompt: str, plan: Rend
 def _check_choice(options: PinOptions, target_count: int) -> None:
     """A chooser run compares nothing: what only a loss uses is refused."""
     used = [label for label, value in (("Target images", target_count), ("Target masks", options.masks),
-                                      ("Semantic weight", options.semantic_weight), ("Target tags", options.tags))
+                                      ("Semantic weight", options.semantic_weight), ("Target tags", options.tags),
+                                      ("Size limit", options.size_limit))
             if value]
     if used:
         raise InputError(f"{', '.join(used)}: a prompt evolution run has no loss, the chooser's choice is its "

@@ -51,10 +51,33 @@ def test_a_ranking_and_favourites_become_losses_places_and_chosen():
 
 
 @pytest.mark.parametrize("choice, says", [(Choice.ranking([]), "at least one"), (Choice.ranking([0, 5]), "candidate 5"),
-                                          (Choice.favourites([1, 1]), "twice"), (Choice.ranking([-1]), "candidate -1")])
+                                          (Choice.favourites([1, 1]), "twice"), (Choice.ranking([-1]), "candidate -1"),
+                                          (Choice.ranking([0.5]), "whole number.*got 0.5"),
+                                          (Choice.favourites([True]), "whole number.*got True")])
 def test_a_wrong_choice_is_refused_naming_what_is_wrong(choice, says):
     with pytest.raises(InputError, match=says):
         choice.check(5)
+
+
+def test_numpy_indices_are_whole_numbers_too():
+    assert Choice.favourites(np.array([3, 1])).order == (3, 1)
+    Choice.ranking(np.arange(2)).check(2)
+
+
+class Answers:
+    def __init__(self, answer):
+        self.answer = answer
+
+    def choose(self, generation, prompts, batches):
+        return self.answer
+
+
+@pytest.mark.parametrize("answer, says", [([0], "answered list, not a Choice"), (None, "answered NoneType"),
+                                          (Choice.ranking([9]), "candidate 9")])
+def test_a_chooser_that_answers_wrongly_fails_the_run_with_a_message_and_a_saved_record(tmp_path, answer, says):
+    result = evolve("a red circle", chooser=Answers(answer), out=tmp_path / "run", report=False, **SMALL)
+    assert result.status == "failed" and says in result.record.ending.message
+    assert read_record(tmp_path / "run").status == "failed"
 
 
 def test_the_scripted_chooser_picks_the_candidates_closest_to_its_target():
@@ -76,6 +99,8 @@ def test_a_chooser_run_records_every_choice_and_every_individuals_parents(tmp_pa
     record = result.record
     assert result.status == "done" and record.ending.cause == "generations"  # never stops by itself
     assert record.objective.mode == "choice" and record.objective.pairs == []
+    assert (record.objective.target_count, record.objective.target_source) == (0, "none")
+    assert record.objective.target_hashes == [] and not (tmp_path / "run" / "targets").exists()
     assert [seen[0] for seen in chooser.seen] == [0, 1, 2, 3]
     mu = record.resolved["mu"]
     previous = None
@@ -122,7 +147,7 @@ def test_an_interrupted_chooser_run_resumes_to_the_uninterrupted_record(tmp_path
 
 
 @pytest.mark.parametrize("values, says", [(dict(semantic_weight=0.5), "Semantic weight"),
-                                          (dict(tags=("red",)), "Target tags")])
+                                          (dict(tags=("red",)), "Target tags"), (dict(size_limit=1.0), "Size limit")])
 def test_what_only_a_loss_uses_is_refused_in_a_chooser_run_before_anything_is_written(tmp_path, values, says):
     with pytest.raises(InputError, match=says):
         evolve("a red circle", chooser=FirstAndThird(), out=tmp_path / "run", **SMALL, **values)
