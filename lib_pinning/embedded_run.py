@@ -54,21 +54,24 @@ def evolve(prompt: str, negative_prompt: str = "", *, chooser: Chooser, out: str
     """Prompt evolution on the embedded model: `chooser` (lib_pinning.chooser) picks among each generation's
     candidates and its choice is the fitness; `values` are options by name as for `pin` (no targets). The run
     stops only at its generation budget or when the chooser raises RunStopped."""
+    return execute(evolution_job(prompt, negative_prompt, chooser, **values), out, observers=observers,
+                   progress=progress, report=report)
+
+
+def evolution_job(prompt: str, negative_prompt: str, chooser: Chooser, **values) -> Job:
+    """The checked job of a prompt evolution run on the embedded model (an InputError before anything exists)."""
     pinning = {name: value for name, value in values.items() if name in _PIN_NAMES}
     rendering = {name: value for name, value in values.items() if name not in _PIN_NAMES}
     options = parse(PinOptions, pinning)
     render = parse(EmbeddedOptions, {**rendering, "prompt": prompt, "negative_prompt": negative_prompt})
-    return pin_embedded(options, render, out=out, observers=observers, progress=progress, report=report,
-                        chooser=chooser)
+    return _job(options, render, None, chooser)
 
 
 def pin_embedded(options: PinOptions, render: EmbeddedOptions, *, out: str | Path | None = None,
                  target_images: torch.Tensor | None = None, observers: Sequence[Observer] = (),
-                 progress: bool = True, report: bool = True, resume: RunRecord | None = None,
-                 chooser: Chooser | None = None) -> RunResult:
-    """Build the job and run it; with `resume` (the record in `out`), continue that run instead; with `chooser`,
-    a prompt evolution run."""
-    return execute(_job(options, render, target_images, chooser), out, resume=resume, observers=observers,
+                 progress: bool = True, report: bool = True, resume: RunRecord | None = None) -> RunResult:
+    """Build the job and run it; with `resume` (the record in `out`), continue that run instead."""
+    return execute(_job(options, render, target_images), out, resume=resume, observers=observers,
                    progress=progress, report=report)
 
 
@@ -78,6 +81,13 @@ def resume(run_dir: str | Path, *, target_images: torch.Tensor | None = None, ob
     generation budget (`generations`) and must otherwise be the run's. `target_images`: the tensor targets the
     run was given in Python, again; `chooser`: a prompt evolution run's chooser, again. Raises an InputError
     naming what differs, before anything is written."""
+    job, record = resumed_job(run_dir, target_images=target_images, chooser=chooser, **values)
+    return execute(job, run_dir, resume=record, observers=observers, progress=progress, report=report)
+
+
+def resumed_job(run_dir: str | Path, *, target_images: torch.Tensor | None = None, chooser: Chooser | None = None,
+                **values) -> tuple[Job, RunRecord]:
+    """The job that continues the run in `run_dir` (see `resume`), and the run's record."""
     record = read_record(run_dir)
     if record.objective.mode == CHOICE and chooser is None:
         raise InputError(f"the run in {str(run_dir)!r} is a prompt evolution run: resume it with a chooser "
@@ -91,8 +101,7 @@ def resume(run_dir: str | Path, *, target_images: torch.Tensor | None = None, ob
                          f"({', '.join(options.targets)}): resume it in Python with them again (target_images=...)")
     if target_images is not None:
         options = dataclasses.replace(options, targets=())
-    return pin_embedded(options, render, out=run_dir, target_images=target_images, observers=observers,
-                        progress=progress, report=report, resume=record, chooser=chooser)
+    return _job(options, render, target_images, chooser), record
 
 
 def recorded_values(record: RunRecord) -> tuple[dict, dict]:

@@ -391,6 +391,10 @@ class ServeOptions:
         "its setting \"embedded_render_seconds\"", group=GROUP_SERVE, minimum=0.0, maximum=3600.0)
     api_auth: str = option("", "text", "API credentials", "user:password that clients must give (A1111's --api-auth)",
                            group=GROUP_SERVE, metavar="USER:PASSWORD")
+    evolution_dir: str = option(
+        "runs/evolution", "text", "Prompt evolution runs",
+        "the folder of the prompt evolution runs started through /prompt-pinning/v1/evolutions (one numbered run "
+        "folder each)", group=GROUP_SERVE, metavar="DIR")
 
 
 OptionSet = typing.TypeVar("OptionSet", PinOptions, EmbeddedOptions, WorkerOptions, ServeOptions)

@@ -6,6 +6,10 @@ samplers, schedulers, checkpoints and options lists, progress and interrupt, ans
 on FastAPI and uvicorn as A1111 and Forge run. One render at a time, as a WebUI's queue lock has it. Anyone can try
 `pin --webui` without a GPU or weights, and the tests run several of these over real HTTP.
 
+It also serves prompt evolution's routes under /prompt-pinning/v1/ (lib_pinning.evolution_routes) over the loaded
+checkpoint's model, its runs in --evolution-dir; on shutdown every waiting run ends interrupted, its finished
+generations saved.
+
 Its checkpoints are embedded models of consecutive model seeds, titled by prototypes and seed, so workers with
 another model loaded disagree by name as well as by pixels. Images are the embedded renderer's own 8-bit pictures
 as PNG: a run against this server scores what an in-process run of the embedded model scores.
@@ -14,6 +18,7 @@ as PNG: a run against this server scores what an in-process run of the embedded 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import secrets
@@ -26,8 +31,12 @@ import numpy as np
 from PIL import Image
 
 from .embedded import EmbeddedModel, EmbeddedRenderer
+from .embedded_run import evolution_job, resumed_job
 from .errors import InputError
+from .evolution import EvolutionService
+from .evolution_routes import evolution_router
 from .images import decode_image, image_to_tensor
+from .job import Job
 from .options import FORK_STRENGTH_DEFAULT, MAX_SEED, ServeOptions
 from .report.images import png_bytes, to_pixels
 from .samplers import SAMPLERS, SCHEDULES
@@ -151,6 +160,21 @@ class EmbeddedWorker:
                 "sd_vae": "Automatic", **self.settings}
 
 
+def evolution_service(worker: EmbeddedWorker, options: ServeOptions) -> EvolutionService:
+    """Prompt evolution on the loaded checkpoint's embedded model (rendered in the run's thread, beside the
+    worker's own renders), its runs in `options.evolution_dir`."""
+
+    def make_job(prompt: str, negative_prompt: str, values: dict, chooser) -> Job:
+        model = {"prototypes": worker.loaded.prototypes, "model_seed": worker.loaded.model_seed,
+                 "device": options.device}
+        return evolution_job(prompt, negative_prompt, chooser, **{**model, **values})
+
+    def resume_job(folder, chooser, values: dict):
+        return resumed_job(folder, chooser=chooser, **values)
+
+    return EvolutionService(options.evolution_dir, make_job, resume_job)
+
+
 def make_app(options: ServeOptions):
     from fastapi import Body, Depends, FastAPI, HTTPException, Request
     from fastapi.responses import JSONResponse
@@ -158,6 +182,12 @@ def make_app(options: ServeOptions):
 
     worker = EmbeddedWorker(options)
     basic = HTTPBasic(auto_error=False)
+    evolution = evolution_service(worker, options)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        evolution.shutdown()  # every evolution run ends interrupted, its finished generations saved
 
     def authorised(credentials: HTTPBasicCredentials | None = Depends(basic)) -> None:
         if not options.api_auth:
@@ -166,8 +196,9 @@ def make_app(options: ServeOptions):
         if not secrets.compare_digest(given.encode(), options.api_auth.encode()):
             raise HTTPException(401, "Incorrect username or password", headers={"WWW-Authenticate": "Basic"})
 
-    app = FastAPI(title="sd-prompt-pinning embedded worker", dependencies=[Depends(authorised)])
-    app.state.worker = worker
+    app = FastAPI(title="sd-prompt-pinning embedded worker", dependencies=[Depends(authorised)], lifespan=lifespan)
+    app.state.worker, app.state.evolution = worker, evolution
+    app.include_router(evolution_router(evolution))
 
     @app.exception_handler(ValueError)
     @app.exception_handler(TypeError)

@@ -1,17 +1,16 @@
 """Prompt evolution (lib_pinning.chooser, lib_pinning.winners): a chooser's choice as the fitness of the search,
-the record of every choice and every individual's parents, and which words win."""
+the record of every choice and every individual's parents, and which words win. A scripted chooser leading
+runs towards a hidden prompt, through the HTTP routes: tests/test_evolution_api.py."""
 
 import math
 
 import numpy as np
 import pytest
-import torch
 
-from lib_pinning.chooser import Choice, ChoiceObjective, ClosestChooser
-from lib_pinning.embedded import EmbeddedModel, EmbeddedRenderer
-from lib_pinning.embedded_run import DEMO_NEGATIVE, DEMO_PROMPT, evolve, resume
+from lib_pinning.chooser import Choice, ClosestChooser
+from lib_pinning.embedded import EmbeddedModel
+from lib_pinning.embedded_run import evolve, resume
 from lib_pinning.errors import InputError
-from lib_pinning.genome import build_genome
 from lib_pinning.record import GenomeRecord, Generation, Individual, read_record
 from lib_pinning.rendering import Rendered, RunStopped
 from lib_pinning.search import _decode
@@ -204,25 +203,3 @@ def test_word_statistics_refuse_pinning_runs_and_runs_without_choices(tmp_path):
         word_statistics([pin("a red circle", report=False, **SMALL).record])
     with pytest.raises(InputError, match="nothing to count"):
         word_statistics([_record_of([([0.5, 0.0, 0.0], False)])])
-
-
-def test_a_scripted_chooser_leads_towards_a_hidden_prompt_and_the_statistics_name_its_word():
-    """The chooser's favourites are the images nearest those of a hidden prompt that raises one word to 4: over 5
-    generations the chosen images come closer to them, and over an experiment of 6 runs that word wins."""
-    settings = dict(prototypes=16, size=32, steps=6, batch=2, cfg_scale=1.5, seed=7)
-    model = EmbeddedModel(count=16, size=32)
-    genome = build_genome(DEMO_PROMPT, DEMO_NEGATIVE, "word")
-    hidden = np.zeros(len(genome))
-    hidden[genome.words.index("simple")] = 3.0
-    target = EmbeddedRenderer(model, [7, 8], steps=6, cfg_scale=1.5).render([genome.prompt(hidden)])[0].images
-    records, first, last = [], [], []
-    for cma_seed in range(1, 7):
-        chooser = ClosestChooser(target, count=3)
-        records.append(evolve(DEMO_PROMPT, DEMO_NEGATIVE, chooser=chooser, generations=5, cma_seed=cma_seed,
-                              progress=False, report=False, **settings).record)
-        first.append(np.mean(sorted(chooser.history[0])[:3]))
-        last.append(np.mean(sorted(chooser.history[-1])[:3]))
-    assert np.mean(last) < np.mean(first) / 4
-    winners = [s for s in word_statistics(records) if s.side == "prompt"]
-    assert winners[0].word == "simple" and winners[0].p_value < 0.01
-    assert winners[0].chosen_rate > winners[0].rendered_rate

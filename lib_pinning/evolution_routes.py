@@ -1,0 +1,127 @@
+"""The HTTP routes of prompt evolution, under /prompt-pinning/v1/ (FastAPI, as A1111 and Forge serve their API):
+everything the Prompt evolution tab does, scriptable. Mounted by `python -m lib_pinning serve` over the embedded
+model (and by the WebUI extension over the WebUI's renderer).
+
+    POST /prompt-pinning/v1/evolutions                     {"prompt", "negative_prompt", "options": {...}}
+    GET  /prompt-pinning/v1/evolutions                     every run: name, status, generations
+    GET  /prompt-pinning/v1/evolutions/{name}?wait=S       its state; the generation waiting for a choice, with
+                                                           each candidate's prompts and images (PNG, base64);
+                                                           waits up to S seconds (at most 60) for one
+    POST /prompt-pinning/v1/evolutions/{name}/choice       {"generation": G, "favourites": [...]} or
+                                                           {"generation": G, "ranking": [...]}
+    POST /prompt-pinning/v1/evolutions/{name}/stop         ends it, keeping finished generations
+    POST /prompt-pinning/v1/evolutions/{name}/resume       {"options": {"generations": N}}: goes on from its folder
+    GET  /prompt-pinning/v1/evolutions/{name}/individuals/{id}/ancestry
+    GET  /prompt-pinning/v1/winners?runs=00001,00002       which words win over those runs
+
+Bad input answers 422 naming what is wrong; a choice for a generation that is not waiting answers 409; an unknown
+run or individual 404.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from .chooser import Choice
+from .errors import InputError
+from .evolution import ChoiceConflict, EvolutionService
+
+PREFIX = "/prompt-pinning/v1"
+MAX_WAIT = 60.0
+
+
+def evolution_router(service: EvolutionService):
+    from fastapi import APIRouter, Body, HTTPException
+
+    router = APIRouter(prefix=PREFIX)
+
+    def run_of(name: str):
+        try:
+            return service.get(name)
+        except KeyError:
+            raise HTTPException(404, f"no prompt evolution run {name!r}") from None
+
+    def refused(error: InputError) -> HTTPException:
+        return HTTPException(409 if isinstance(error, ChoiceConflict) else 422, str(error))
+
+    @router.post("/evolutions")
+    def start(body: dict[str, Any] = Body(...)) -> dict:
+        prompt, negative, options = body.get("prompt"), body.get("negative_prompt", ""), body.get("options") or {}
+        if not isinstance(prompt, str) or not isinstance(negative, str) or not isinstance(options, dict):
+            raise HTTPException(422, "prompt and negative_prompt are text, options an object of options by name")
+        try:
+            return service.start(prompt, negative, options).state()
+        except InputError as error:
+            raise refused(error) from None
+
+    @router.get("/evolutions")
+    def runs() -> list[dict]:
+        listed = []
+        for name in service.names():
+            state = run_of(name).state()
+            listed.append({key: state[key] for key in ("name", "status", "running", "generations")})
+        return listed
+
+    @router.get("/evolutions/{name}")
+    def state(name: str, wait: float = 0.0) -> dict:
+        run = run_of(name)
+        if wait > 0 and not run.done.is_set():
+            run.chooser.wait_shown(min(wait, MAX_WAIT))
+        return run.state()
+
+    @router.post("/evolutions/{name}/choice")
+    def choose(name: str, body: dict[str, Any] = Body(...)) -> dict:
+        run = run_of(name)
+        generation = body.get("generation")
+        kinds = [kind for kind in ("favourites", "ranking") if kind in body]
+        if not isinstance(generation, int) or isinstance(generation, bool) or len(kinds) != 1 \
+                or not isinstance(body[kinds[0]], list):
+            raise HTTPException(422, "a choice is {\"generation\": G, \"favourites\": [indices]} or "
+                                     "{\"generation\": G, \"ranking\": [indices, best first]}")
+        choice = Choice.favourites(body["favourites"]) if kinds[0] == "favourites" else Choice.ranking(body["ranking"])
+        try:
+            run.chooser.submit(generation, choice)
+        except InputError as error:
+            raise refused(error) from None
+        return {"name": name, "generation": generation, "accepted": list(choice.order)}
+
+    @router.post("/evolutions/{name}/stop")
+    def stop(name: str) -> dict:
+        run_of(name)
+        service.stop(name)
+        return {"name": name, "stopping": True}
+
+    @router.post("/evolutions/{name}/resume")
+    def resume(name: str, body: dict[str, Any] = Body(default={})) -> dict:
+        run_of(name)
+        options = body.get("options") or {}
+        if not isinstance(options, dict):
+            raise HTTPException(422, "options is an object of options by name")
+        try:
+            return service.resume(name, options).state()
+        except InputError as error:
+            raise refused(error) from None
+
+    @router.get("/evolutions/{name}/individuals/{individual}/ancestry")
+    def ancestry(name: str, individual: str) -> list[list[dict]]:
+        run_of(name)
+        try:
+            return service.ancestry(name, individual)
+        except KeyError:
+            raise HTTPException(404, f"run {name} has no individual {individual!r}") from None
+
+    @router.get("/winners")
+    def winners(runs: str) -> list[dict]:
+        names = [name.strip() for name in runs.split(",") if name.strip()]
+        for name in names:
+            run_of(name)
+        try:
+            statistics = service.statistics(names)
+        except InputError as error:
+            raise refused(error) from None
+        return [dataclasses.asdict(statistic) | {"chosen_rate": statistic.chosen_rate,
+                                                 "rendered_rate": statistic.rendered_rate}
+                for statistic in statistics]
+
+    return router
