@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU figures in one go (docs/BENCHMARKS.md: flip, hyperbatch and overhead measured on a GPU), at most 8 minutes of
-# steps (the sum of their time limits; about 6 on an H200) after the wheels' install.
+# steps (the sum of their time limits; about 6.5 measured on an H200) after the wheels' install.
 #
 #   bench/gpu.sh --fetch-wheels DIR     here, online: the wheels a GPU machine with torch but without this project's
 #                                       other dependencies needs (Python 3.12, x86-64; bench/gpu-wheels.txt)
@@ -85,15 +85,16 @@ if [ "$mode" = smoke ]; then
     --json "$out/hyperbatch-b64.json"
   step overhead 240 "$PYTHON" bench/overhead.py --renderer unet --smoke --device cpu --json "$out/overhead.json"
 else
-  # Limits from the H200 run of 2026-11-30 (docs/gpu/2026-11-30): a Hyperbatch run at B = 8 and 16 with the
-  # diversity took 161 s, one timed run per sampler at B = 64 69 s, a 2-generation pinning run per recorder 40 s.
+  # Limits from the H200 run of 2026-11-30 (docs/gpu/2026-11-30): the test 10 s, ꟻLIP 21 s, Hyperbatch at B = 8
+  # and 16 with the diversity at every second fork step 161 s (here every fourth), one timed run per sampler at
+  # B = 64 69 s, the overhead step (warm-up, a 2-generation run per recorder, the report rebuilt) about 140 s.
   step machine 10 bash -c 'nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv; nproc'
-  step test-gpu-matches-cpu 30 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_flip.py -k gpu_matches_cpu
-  step flip 50 "$PYTHON" bench/flip.py --sizes 512 1024 --oracle-pairs 50 --json "$out/flip.json"
-  step hyperbatch 170 "$PYTHON" bench/hyperbatch.py --device cuda --batches 8 16 --json "$out/hyperbatch.json"
+  step test-gpu-matches-cpu 20 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_flip.py -k gpu_matches_cpu
+  step flip 40 "$PYTHON" bench/flip.py --sizes 512 1024 --oracle-pairs 50 --json "$out/flip.json"
+  step hyperbatch 160 "$PYTHON" bench/hyperbatch.py --device cuda --batches 8 16 --json "$out/hyperbatch.json"
   step hyperbatch-64 90 "$PYTHON" bench/hyperbatch.py --device cuda --batches 64 --repeats 1 --speedups-only \
     --json "$out/hyperbatch-b64.json"
-  step overhead 130 "$PYTHON" bench/overhead.py --renderer unet --device cuda --generations 2 --json "$out/overhead.json"
+  step overhead 150 "$PYTHON" bench/overhead.py --renderer unet --device cuda --generations 2 --json "$out/overhead.json"
 fi
 # Every section measured, in one file to read (the numbers stay in the JSON files), and the plot.
 for name in flip hyperbatch overhead; do
