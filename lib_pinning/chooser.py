@@ -98,14 +98,8 @@ class ChoiceObjective(Objective):
 
     def __init__(self, chooser: Chooser):
         super().__init__(None, "pairwise")
+        self.compares = False  # no pairs, and the unperturbed prompt's batch does not stand in for targets
         self.chooser = chooser
-
-    @property
-    def needs_targets(self) -> bool:
-        return False  # the unperturbed prompt's batch does not stand in for targets
-
-    def pairs(self, target_count: int, batch_size: int) -> list[tuple[int, int]]:
-        return []
 
     def score(self, images: torch.Tensor) -> Score:
         """The unperturbed prompt's batch is nobody's choice."""

@@ -41,10 +41,7 @@ def pin(prompt: str, negative_prompt: str = "", *, out: str | Path | None = None
     written there, with its report unless `report` is False. Bad input raises an InputError before anything is
     written.
     """
-    pinning = {name: value for name, value in values.items() if name in _PIN_NAMES}
-    rendering = {name: value for name, value in values.items() if name not in _PIN_NAMES}
-    options = parse(PinOptions, {**pinning, "targets": targets})
-    render = parse(EmbeddedOptions, {**rendering, "prompt": prompt, "negative_prompt": negative_prompt})
+    options, render = _parsed(prompt, negative_prompt, {**values, "targets": targets})
     return pin_embedded(options, render, out=out, target_images=target_images, observers=observers,
                         progress=progress, report=report)
 
@@ -60,11 +57,15 @@ def evolve(prompt: str, negative_prompt: str = "", *, chooser: Chooser, out: str
 
 def evolution_job(prompt: str, negative_prompt: str, chooser: Chooser, **values) -> Job:
     """The checked job of a prompt evolution run on the embedded model (an InputError before anything exists)."""
+    return _job(*_parsed(prompt, negative_prompt, values), None, chooser)
+
+
+def _parsed(prompt: str, negative_prompt: str, values: dict) -> tuple[PinOptions, EmbeddedOptions]:
+    """Options by name, checked: the pinning ones (PinOptions) and the embedded model's (EmbeddedOptions)."""
     pinning = {name: value for name, value in values.items() if name in _PIN_NAMES}
     rendering = {name: value for name, value in values.items() if name not in _PIN_NAMES}
-    options = parse(PinOptions, pinning)
-    render = parse(EmbeddedOptions, {**rendering, "prompt": prompt, "negative_prompt": negative_prompt})
-    return _job(options, render, None, chooser)
+    return (parse(PinOptions, pinning),
+            parse(EmbeddedOptions, {**rendering, "prompt": prompt, "negative_prompt": negative_prompt}))
 
 
 def pin_embedded(options: PinOptions, render: EmbeddedOptions, *, out: str | Path | None = None,

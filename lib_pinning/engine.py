@@ -219,14 +219,12 @@ class PinningRun:
         # The best changes only with a whole generation: a run that ends inside one (a fault, Ctrl-C) keeps a best
         # from the generations its record holds. A generation enters the record only with its images queued.
         with deferred():
-            for candidate, individual, batch in zip(candidates, individuals, rendered):
-                if objective.ranks_generation:  # a chooser run's best: the latest first choice
-                    if individual.place == 0 and (self.record.best is None or self.record.best.generation < index):
-                        self._set_best(individual.loss, (individual.prompt, individual.negative_prompt),
-                                       candidate.rendered, index, individual.id, individual.folder, batch)
-                    continue
-                self._update_best(individual.loss, (individual.prompt, individual.negative_prompt),
-                                  candidate.rendered, index, individual.id, individual.folder, batch)
+            entries, update = list(zip(candidates, individuals, rendered)), self._update_best
+            if objective.ranks_generation:  # losses compare only within a generation: the best is its first choice
+                entries, update = [min(entries, key=lambda entry: entry[1].loss)], self._set_best
+            for candidate, individual, batch in entries:
+                update(individual.loss, (individual.prompt, individual.negative_prompt), candidate.rendered, index,
+                       individual.id, individual.folder, batch)
             self.record.generations.append(generation)
             self._keep_state()
             self._save()

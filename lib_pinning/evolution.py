@@ -30,7 +30,7 @@ from .winners import WordStatistic, word_statistics
 
 RUN_NAME = re.compile(r"\d{5}")  # the service's run folders: 00001, 00002, ...
 MakeJob = Callable[[str, str, dict, Chooser], Job]  # (prompt, negative prompt, options by name, chooser) -> job
-ResumeJob = Callable[[Path, Chooser, dict], tuple[Job, RunRecord]]  # (folder, chooser, options) -> job, its record
+ResumeJob = Callable[..., tuple[Job, RunRecord]]  # (folder, chooser=, **options) -> job, its record
 
 
 class ChoiceConflict(InputError):
@@ -110,15 +110,21 @@ class EvolutionRun:
         except RecordError:
             return None  # not written yet
 
-    def state(self) -> dict:
-        """What a client shows: the run's status and ending, its best, and the generation waiting for a choice."""
+    def summary(self) -> dict:
+        """Its name, whether it runs, its status and how many generations it finished."""
         running = not self.done.is_set()  # first: a record read after it belongs to that moment or later
+        record = self.record()
+        return {"name": self.name, "running": running, "status": record.status if record else "starting",
+                "generations": len(record.generations) if record else 0}
+
+    def state(self) -> dict:
+        """What a client shows: the summary, the run's folder, ending and best, and the generation waiting for a
+        choice."""
+        state = self.summary()
         record, shown = self.record(), self.chooser.shown
-        state = {"name": self.name, "folder": str(self.folder), "running": running,
-                 "status": record.status if record else "starting", "error": self.error,
-                 "ending": vars(record.ending) if record and record.ending else None,
-                 "generations": len(record.generations) if record else 0,
-                 "best": vars(record.best) if record and record.best else None, "waiting": None}
+        state.update(folder=str(self.folder), error=self.error,
+                     ending=vars(record.ending) if record and record.ending else None,
+                     best=vars(record.best) if record and record.best else None, waiting=None)
         if shown is not None:
             state["waiting"] = {"generation": shown.generation, "candidates": [
                 {"index": index, "prompt": prompt, "negative_prompt": negative,
@@ -153,7 +159,7 @@ class EvolutionService:
         if not run.done.is_set():
             raise ChoiceConflict(f"run {name} is still running")
         chooser = WaitingChooser()
-        job, record = self.resume_job(run.folder, chooser, dict(options or {}))
+        job, record = self.resume_job(run.folder, chooser=chooser, **(options or {}))
         run = EvolutionRun(name, run.folder, chooser)
         with self._lock:
             self.runs[name] = run

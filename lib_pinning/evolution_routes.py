@@ -57,11 +57,7 @@ def evolution_router(service: EvolutionService):
 
     @router.get("/evolutions")
     def runs() -> list[dict]:
-        listed = []
-        for name in service.names():
-            state = run_of(name).state()
-            listed.append({key: state[key] for key in ("name", "status", "running", "generations")})
-        return listed
+        return [run_of(name).summary() for name in service.names()]
 
     @router.get("/evolutions/{name}")
     def state(name: str, wait: float = 0.0) -> dict:

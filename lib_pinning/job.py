@@ -90,17 +90,16 @@ def build_job(options: PinOptions, prompt: str, negative_prompt: str, plan: Rend
         resolved = replace(resolved, patience=0, restarts=0, target_loss=0.0, first_look=0)
     search = Search(len(genome), resolved)
     mode = loss_mode(resolved.loss_mode)
-    tree = tree_weighting(plan.record.sampler, plan.sampled_steps, plan.tree_size,
-                          enabled=resolved.hyperbatch_weights, kind=resolved.hyperbatch_weight_type,
-                          scale=resolved.hyperbatch_weight_scale, force=resolved.hyperbatch_force)
     if chooser is not None:
         objective, tree = ChoiceObjective(chooser), None
     else:
+        tree = tree_weighting(plan.record.sampler, plan.sampled_steps, plan.tree_size,
+                              enabled=resolved.hyperbatch_weights, kind=resolved.hyperbatch_weight_type,
+                              scale=resolved.hyperbatch_weight_scale, force=resolved.hyperbatch_force)
         objective = Objective(targets if len(targets) else None, mode, tree, masks=masks,
                               terms=_terms(resolved, embedder))
     given = len(targets) if mode.uses_targets else 0
-    target_count = 0 if chooser is not None else given or (len(seeds) if mode.uses_targets and objective.compares
-                                                            else 0)
+    target_count = given or (len(seeds) if mode.uses_targets and objective.compares else 0)
     notices = _notices(genome, resolved, plan, len(targets))
     for notice in notices:
         log.warning("notice: %s", notice)

@@ -245,8 +245,7 @@ class Search:
         self.drawn_around = [] if self._strategy is None or self._multi_objective else by_fitness[:self._strategy.mu]
         with self._own_rng():
             if self._looking:  # CMA-ES starts at the best point of the first look
-                best = min(individuals, key=lambda individual: individual.fitness.values[0])
-                self._strategy = self._new_strategy(best)
+                self._strategy = self._new_strategy(individuals[by_fitness[0]])
                 self._looking = False
                 self.drawn_around = by_fitness[:1]
             elif self._strategy is None:

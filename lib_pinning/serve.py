@@ -169,10 +169,7 @@ def evolution_service(worker: EmbeddedWorker, options: ServeOptions) -> Evolutio
                  "device": options.device}
         return evolution_job(prompt, negative_prompt, chooser, **{**model, **values})
 
-    def resume_job(folder, chooser, values: dict):
-        return resumed_job(folder, chooser=chooser, **values)
-
-    return EvolutionService(options.evolution_dir, make_job, resume_job)
+    return EvolutionService(options.evolution_dir, make_job, resumed_job)
 
 
 def make_app(options: ServeOptions):
