@@ -37,6 +37,8 @@ class Choice:
 
     order: tuple[int, ...]
     tied: bool = False
+    breed: bool = False  # two favourites whose children take the first places of the next generation
+
 
     @classmethod
     def favourites(cls, indices: Sequence[int]) -> Choice:
@@ -46,10 +48,17 @@ class Choice:
     def ranking(cls, indices: Sequence[int]) -> Choice:
         return cls(tuple(_as_index(index) for index in indices))
 
+    @classmethod
+    def breeding(cls, first: int, second: int) -> Choice:
+        """Two favourites to breed: the next generation begins with their children (lib_pinning.breeding)."""
+        return cls((_as_index(first), _as_index(second)), tied=True, breed=True)
+
     def check(self, count: int) -> None:
         """An InputError naming what is wrong, for a choice among `count` candidates."""
         if not self.order:
             raise InputError(f"a choice needs at least one of the {count} candidates")
+        if self.breed and len(self.order) != 2:
+            raise InputError(f"breeding takes two candidates, got {len(self.order)}")
         wrong = [index for index in self.order if isinstance(index, bool) or not isinstance(index, int)]
         if wrong:
             raise InputError(f"a choice names candidates by their index (a whole number), got {wrong[0]!r}")
@@ -92,7 +101,8 @@ class Chooser(Protocol):
 
 
 class ChoiceObjective(Objective):
-    """The objective of a chooser run: nothing is compared, the chooser's choice is each generation's score."""
+    """The objective of a chooser run: nothing is compared, the chooser's choice is each generation's score.
+    `bred`: the two candidates of the last scored generation to breed, if its choice was to breed them."""
 
     ranks_generation = True
 
@@ -100,6 +110,7 @@ class ChoiceObjective(Objective):
         super().__init__(None, "pairwise")
         self.compares = False  # no pairs, and the unperturbed prompt's batch does not stand in for targets
         self.chooser = chooser
+        self.bred: tuple[int, int] | None = None
 
     def score(self, images: torch.Tensor) -> Score:
         """The unperturbed prompt's batch is nobody's choice."""
@@ -114,6 +125,7 @@ class ChoiceObjective(Objective):
                              "or Choice.ranking([...]))")
         count = len(batches)
         choice.check(count)
+        self.bred = choice.order if choice.breed else None
         seconds = (time.perf_counter() - started) / max(count, 1)
         return [(Score(loss, [], [], [loss] * len(batch.images), place=place, chosen=chosen), seconds)
                 for loss, place, chosen, batch in zip(choice.losses(count), choice.places(count),

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import breeding
 from .errors import InputError
 from .interrupts import Interrupted, deferred
 from .observer import ObserverError
@@ -79,6 +80,7 @@ class PinningRun:
         self._lowest_loss = math.inf
         self._best_distance = math.inf
         self._parents: list[str] = []  # the ids the next generation is drawn around (a chooser run records them)
+        self._bred: dict | None = None  # a chooser run: the pair whose children begin the next generation
 
     # -- bookkeeping -------------------------------------------------------------------------------------
     def _save(self) -> None:
@@ -151,6 +153,7 @@ class PinningRun:
         engine = stored.state["engine"]
         self._lowest_loss, self._best_distance = engine["lowest_loss"], engine["best_distance"]
         self._parents = list(engine.get("parents", []))
+        self._bred = engine.get("bred")
         self._keep_state()
         best = record.best
         self.best = rendered if best.generation < 0 else self._render([best.weights])[1][0]
@@ -161,7 +164,7 @@ class PinningRun:
         that a run stopped inside a generation is resumed from before it."""
         engine = {"lowest_loss": self._lowest_loss, "best_distance": self._best_distance}
         if self.job.objective.ranks_generation:
-            engine["parents"] = self._parents
+            engine.update(parents=self._parents, bred=self._bred)
         self.record.state = {"search": self.search.snapshot(), "engine": engine}
 
     def _notice(self, notice: str) -> None:
@@ -193,10 +196,14 @@ class PinningRun:
         started = time.perf_counter()
         index = self.search.generation
         candidates = self.search.ask()
-        prompts, rendered, seconds_render = self._render([c.rendered for c in candidates])
         objective = self.job.objective
+        parents = breeding.lineage(len(candidates), self._parents if objective.ranks_generation else [], self._bred)
+        if self._bred is not None:  # the chosen pair's children take the first places
+            bred = breeding.children(*self._bred["genes"], breeding.litter(len(candidates)),
+                                     (self.search.options.cma_seed, index))
+            candidates[:len(bred)] = [self.search.injected(genes) for genes in bred]
+        prompts, rendered, seconds_render = self._render([c.rendered for c in candidates])
         scored = objective.score_generation(index, prompts, rendered)  # a chooser may end the run here
-        parents = list(self._parents) if objective.ranks_generation else []
         individuals = []
         for number, (candidate, prompt, (score, seconds_loss)) in enumerate(zip(candidates, prompts, scored)):
             if not math.isfinite(score.loss):
@@ -206,10 +213,13 @@ class PinningRun:
             folder = individual_folder(index, identifier)
             individuals.append(Individual(identifier, folder, candidate.rendered.tolist(), score.loss, prompt[0],
                                           prompt[1], score.image_losses, score.pair_losses, seconds_render,
-                                          seconds_loss, score.place, score.chosen, parents))
+                                          seconds_loss, score.place, score.chosen, parents[number]))
         losses = [individual.loss for individual in individuals]
         self.search.tell(candidates, losses)  # refuses a loss that is not finite
         self._parents = [individuals[number].id for number in self.search.drawn_around]
+        self._bred = None if objective.bred is None else {
+            "parents": [individuals[number].id for number in objective.bred],
+            "genes": [individuals[number].weights for number in objective.bred]}
         state = CmaState(**self.search.state())
         if not all(math.isfinite(value) for value in (state.sigma, state.axis_ratio, *state.centroid, *state.stds)):
             raise FloatingPointError(f"the CMA-ES state is no longer finite after generation {index} (sigma "

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import breeding
 from .chooser import Choice, Chooser
 from .engine import RunResult
 from .errors import InputError
@@ -39,11 +40,13 @@ class ChoiceConflict(InputError):
 
 @dataclass
 class Shown:
-    """The generation a run waits on: its candidates' prompts and their images as PNG."""
+    """The generation a run waits on: its candidates' prompts, their images as PNG and (where the renderer made
+    them, as the WebUI does) each image's infotext, else empty lists."""
 
     generation: int
     prompts: list[tuple[str, str]]
     images: list[list[bytes]]
+    infotexts: list[list[str]]
 
 
 class WaitingChooser:
@@ -55,8 +58,9 @@ class WaitingChooser:
 
     def choose(self, generation: int, prompts: Sequence[tuple[str, str]], batches: Sequence[Rendered]) -> Choice:
         images = [[png_bytes(pixels) for pixels in to_pixels(batch.images)] for batch in batches]
+        infotexts = [list(batch.infotexts) for batch in batches]
         with self._changed:
-            self._shown, self._choice = Shown(generation, list(prompts), images), None
+            self._shown, self._choice = Shown(generation, list(prompts), images, infotexts), None
             self._changed.notify_all()
             while self._choice is None and not self._stopped:
                 self._changed.wait()
@@ -126,10 +130,13 @@ class EvolutionRun:
                      ending=vars(record.ending) if record and record.ending else None,
                      best=vars(record.best) if record and record.best else None, waiting=None)
         if shown is not None:
+            engine = (record.state or {}).get("engine", {}) if record else {}  # saved with the generation before
+            lineage = breeding.lineage(len(shown.prompts), engine.get("parents", []), engine.get("bred"))
             state["waiting"] = {"generation": shown.generation, "candidates": [
-                {"index": index, "prompt": prompt, "negative_prompt": negative,
-                 "images": [base64.b64encode(png).decode("ascii") for png in images]}
-                for index, ((prompt, negative), images) in enumerate(zip(shown.prompts, shown.images))]}
+                {"index": index, "prompt": prompt, "negative_prompt": negative, "parents": parents,
+                 "infotexts": infotexts, "images": [base64.b64encode(png).decode("ascii") for png in images]}
+                for index, ((prompt, negative), images, infotexts, parents)
+                in enumerate(zip(shown.prompts, shown.images, shown.infotexts, lineage))]}
         return state
 
 

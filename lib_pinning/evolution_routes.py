@@ -7,8 +7,10 @@ model (and by the WebUI extension over the WebUI's renderer).
     GET  /prompt-pinning/v1/evolutions/{name}?wait=S       its state; the generation waiting for a choice, with
                                                            each candidate's prompts and images (PNG, base64);
                                                            waits up to S seconds (at most 60) for one
-    POST /prompt-pinning/v1/evolutions/{name}/choice       {"generation": G, "favourites": [...]} or
-                                                           {"generation": G, "ranking": [...]}
+    POST /prompt-pinning/v1/evolutions/{name}/choice       {"generation": G, "favourites": [...]},
+                                                           {"generation": G, "ranking": [...]} or
+                                                           {"generation": G, "breed": [i, j]} (two favourites
+                                                           whose children begin the next generation)
     POST /prompt-pinning/v1/evolutions/{name}/stop         ends it, keeping finished generations
     POST /prompt-pinning/v1/evolutions/{name}/resume       {"options": {"generations": N}}: goes on from its folder
     GET  /prompt-pinning/v1/evolutions/{name}/individuals/{id}/ancestry
@@ -28,6 +30,7 @@ from .errors import InputError
 from .evolution import ChoiceConflict, EvolutionService
 
 PREFIX = "/prompt-pinning/v1"
+CHOICES = {"favourites": Choice.favourites, "ranking": Choice.ranking, "breed": lambda pair: Choice.breeding(*pair)}
 MAX_WAIT = 60.0
 
 
@@ -70,12 +73,13 @@ def evolution_router(service: EvolutionService):
     def choose(name: str, body: dict[str, Any] = Body(...)) -> dict:
         run = run_of(name)
         generation = body.get("generation")
-        kinds = [kind for kind in ("favourites", "ranking") if kind in body]
+        kinds = [kind for kind in CHOICES if kind in body]
         if not isinstance(generation, int) or isinstance(generation, bool) or len(kinds) != 1 \
-                or not isinstance(body[kinds[0]], list):
-            raise HTTPException(422, "a choice is {\"generation\": G, \"favourites\": [indices]} or "
-                                     "{\"generation\": G, \"ranking\": [indices, best first]}")
-        choice = Choice.favourites(body["favourites"]) if kinds[0] == "favourites" else Choice.ranking(body["ranking"])
+                or not isinstance(body[kinds[0]], list) or (kinds[0] == "breed" and len(body["breed"]) != 2):
+            raise HTTPException(422, "a choice is {\"generation\": G, \"favourites\": [indices]}, "
+                                     "{\"generation\": G, \"ranking\": [indices, best first]} or "
+                                     "{\"generation\": G, \"breed\": [index, index]}")
+        choice = CHOICES[kinds[0]](body[kinds[0]])
         try:
             run.chooser.submit(generation, choice)
         except InputError as error:

@@ -60,6 +60,7 @@ class Objective:
     """Scores batches of images against fixed targets (and tags) with the loss of its mode."""
 
     ranks_generation = False  # True: losses are places in a choice made within each generation (a chooser)
+    bred: tuple[int, int] | None = None  # a chooser's two candidates to breed into the next generation
 
     def __init__(self, targets: torch.Tensor | Sequence[Image.Image] | None = None,
                  mode: LossMode | str = "pairwise", tree: TreeWeighting | None = None, *,

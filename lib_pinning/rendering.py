@@ -7,7 +7,7 @@ caller needs besides (the WebUI's PIL images and infotexts), so nothing has to b
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
@@ -17,6 +17,7 @@ import torch
 class Rendered:
     images: torch.Tensor  # (B, 3, H, W) in [0, 1], one image per seed
     payload: Any = None   # the renderer's own, handed to observers untouched
+    infotexts: list[str] = field(default_factory=list)  # each image's parameters as the WebUI writes them, if any
 
 
 class Renderer(Protocol):

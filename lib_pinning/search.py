@@ -216,6 +216,10 @@ class Search:
                 individuals = self._strategy.generate(kind)
         return [self._candidate(ind) for ind in individuals]
 
+    def injected(self, genes) -> Candidate:
+        """A candidate at `genes` in place of one `ask` drew (bred children): told like any other."""
+        return self._candidate(_Individual(np.asarray(genes, dtype=float)))
+
     def _candidate(self, individual: list) -> Candidate:
         genes = np.asarray(individual, dtype=float)
         if not self._multi_objective:

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from lib_pinning.breeding import children
 from lib_pinning.chooser import Choice, ClosestChooser
 from lib_pinning.embedded import EmbeddedModel
 from lib_pinning.embedded_run import evolve, resume
@@ -158,6 +159,67 @@ def test_a_resume_of_a_pinning_run_with_a_chooser_is_refused(tmp_path):
     pin("a red circle", out=tmp_path / "run", report=False, **SMALL)
     with pytest.raises(InputError, match="loss|choice"):
         resume(tmp_path / "run", chooser=FirstAndThird(), progress=False)
+
+
+# --- breeding two candidates ------------------------------------------------------------------------------------
+
+
+def test_children_lie_between_their_parents_or_take_each_gene_from_one_and_the_same_seed_breeds_the_same():
+    first, second = np.array([0.0, 1.0, -2.0, 0.5, 3.0]), np.array([1.0, -1.0, 2.0, 0.5, 0.0])
+    bred = children(first, second, 5, (7, 1))
+    np.testing.assert_allclose(bred[0], first + (second - first) / 4)
+    np.testing.assert_allclose(bred[2], first + (second - first) * 3 / 4)
+    for child in bred[3:]:
+        assert all(gene in (a, b) for gene, a, b in zip(child, first, second))
+    assert all(np.array_equal(a, b) for a, b in zip(bred, children(first, second, 5, (7, 1))))
+    many = np.arange(64.0), -np.arange(64.0)
+    assert not np.array_equal(children(*many, 2, (7, 1))[1], children(*many, 2, (7, 2))[1])
+
+
+class Breeder(FirstAndThird):
+    """Breeds candidates 1 and 3 of generation `at`, else ranks as FirstAndThird."""
+
+    def __init__(self, at: int = 1, stop_at: int | None = None):
+        super().__init__(stop_at=stop_at, tied=True)
+        self.at = at
+
+    def choose(self, generation, prompts, batches):
+        choice = super().choose(generation, prompts, batches)
+        return Choice.breeding(1, 3) if generation == self.at else choice
+
+
+def test_breeding_two_candidates_begins_the_next_generation_with_their_children(tmp_path):
+    record = evolve("a red circle", "blue", chooser=Breeder(at=1), out=tmp_path / "run", **SMALL).record
+    bred, after = record.generations[1].individuals, record.generations[2].individuals
+    assert [individual.place for individual in bred] == [None, 0, None, 0, None]
+    first, second = np.asarray(bred[1].weights), np.asarray(bred[3].weights)
+    for child, t in zip(after[:2], (1 / 3, 2 / 3)):
+        assert child.parents == [bred[1].id, bred[3].id]
+        np.testing.assert_allclose(child.weights, first + (second - first) * t, atol=1e-12)
+    for child in after[2:4]:
+        assert child.parents == [bred[1].id, bred[3].id]
+        assert all(gene in (a, b) for gene, a, b in zip(child.weights, first, second))
+    drawn = after[4].parents  # the rest of the generation is drawn by CMA-ES, around the favourites
+    assert bred[1].id in drawn and bred[3].id in drawn and after[4].weights not in (first.tolist(), second.tolist())
+    assert all(individual.parents == record.generations[3].individuals[0].parents
+               for individual in record.generations[3].individuals)  # one breeding, one generation
+    assert len({individual.prompt for individual in after}) == len(after)
+
+
+def test_a_run_stopped_after_a_breeding_resumes_with_the_same_children(tmp_path):
+    quiet = dict(SMALL, report=False)
+    whole = evolve("a red circle", "blue", chooser=Breeder(at=1), out=tmp_path / "whole", **quiet)
+    stopped = evolve("a red circle", "blue", chooser=Breeder(at=1, stop_at=2), out=tmp_path / "part", **quiet)
+    assert len(stopped.record.generations) == 2
+    resumed = resume(tmp_path / "part", chooser=Breeder(at=1), progress=False, report=False)
+    assert without_timings(resumed.record) == without_timings(whole.record)
+
+
+def test_breeding_takes_two_different_candidates():
+    with pytest.raises(InputError, match="twice"):
+        Choice.breeding(2, 2).check(5)
+    with pytest.raises(InputError, match="two candidates"):
+        Choice((1, 2, 3), tied=True, breed=True).check(5)
 
 
 # --- which words win ------------------------------------------------------------------------------------------

@@ -108,8 +108,29 @@ def test_bad_requests_answer_with_what_is_wrong(server):
     assert out_of_range.status_code == 422 and "candidate 9" in out_of_range.json()["detail"]
     both = server.post(f"{V1}/evolutions/{name}/choice", json={"generation": 0, "ranking": [0], "favourites": [1]})
     assert both.status_code == 422
+    three = server.post(f"{V1}/evolutions/{name}/choice", json={"generation": 0, "breed": [0, 1, 2]})
+    assert three.status_code == 422 and "breed" in three.json()["detail"]
+    twice = server.post(f"{V1}/evolutions/{name}/choice", json={"generation": 0, "breed": [1, 1]})
+    assert twice.status_code == 422 and "twice" in twice.json()["detail"]
     assert server.get(f"{V1}/evolutions/{name}").json()["waiting"]["generation"] == 0  # still waiting
     assert server.get(f"{V1}/winners", params={"runs": name}).status_code == 422  # nothing chosen yet
+    server.post(f"{V1}/evolutions/{name}/stop")
+    assert ended(server, name)["status"] == "interrupted"
+
+
+def test_two_candidates_bred_over_http_are_the_next_generations_first_parents_and_their_ancestry(server):
+    name = server.post(f"{V1}/evolutions", json={"prompt": "a red circle", "options": SMALL}).json()["name"]
+    first = waiting(server, name, 0)["waiting"]["candidates"]
+    assert all(candidate["parents"] == [] and candidate["infotexts"] == [] for candidate in first)
+    assert server.post(f"{V1}/evolutions/{name}/choice", json={"generation": 0, "breed": [3, 1]}).status_code == 200
+    candidates = waiting(server, name, 1)["waiting"]["candidates"]
+    assert [candidate["parents"] for candidate in candidates] == [["0000-003", "0000-001"]] * 4  # all 4 are children
+    assert server.post(f"{V1}/evolutions/{name}/choice", json={"generation": 1, "favourites": [2]}).status_code == 200
+    later = waiting(server, name, 2)["waiting"]["candidates"]
+    assert all(candidate["parents"] and "0001-002" in candidate["parents"] for candidate in later)
+    tree = server.get(f"{V1}/evolutions/{name}/individuals/0001-002/ancestry").json()
+    assert [[member["id"] for member in level] for level in tree] == [["0001-002"], ["0000-001", "0000-003"]]
+    assert tree[1][0]["chosen"] and tree[1][1]["chosen"]
     server.post(f"{V1}/evolutions/{name}/stop")
     assert ended(server, name)["status"] == "interrupted"
 

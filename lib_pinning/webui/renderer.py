@@ -102,7 +102,7 @@ class WebUIRenderer:
         if len(images) != len(self.seeds):
             raise RuntimeError(f"the WebUI returned {len(images)} images for {len(self.seeds)} seeds")
         batch = torch.stack([image_to_tensor(image) for image in images]).to(self.device)
-        return Rendered(batch, (images, infotexts))
+        return Rendered(batch, (images, infotexts), infotexts)
 
     def render(self, prompts: Sequence[tuple[str, str]]) -> list[Rendered]:
         return [self._render_one(positive, negative) for positive, negative in prompts]
