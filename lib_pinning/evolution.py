@@ -130,14 +130,18 @@ class EvolutionRun:
                      ending=vars(record.ending) if record and record.ending else None,
                      best=vars(record.best) if record and record.best else None, waiting=None)
         if shown is not None:
-            engine = (record.state or {}).get("engine", {}) if record else {}  # saved with the generation before
-            lineage = breeding.lineage(len(shown.prompts), engine.get("parents", []), engine.get("bred"))
             state["waiting"] = {"generation": shown.generation, "candidates": [
                 {"index": index, "prompt": prompt, "negative_prompt": negative, "parents": parents,
                  "infotexts": infotexts, "images": [base64.b64encode(png).decode("ascii") for png in images]}
                 for index, ((prompt, negative), images, infotexts, parents)
-                in enumerate(zip(shown.prompts, shown.images, shown.infotexts, lineage))]}
+                in enumerate(zip(shown.prompts, shown.images, shown.infotexts, self.lineage(shown, record)))]}
         return state
+
+    def lineage(self, shown: Shown, record: RunRecord | None = None) -> list[list[str]]:
+        """Each shown candidate's parents (ids of the run's individuals), as the engine drew them."""
+        record = record or self.record()
+        engine = (record.state or {}).get("engine", {}) if record else {}  # saved with the generation before
+        return breeding.lineage(len(shown.prompts), engine.get("parents", []), engine.get("bred"))
 
 
 class EvolutionService:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+import threading
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
@@ -22,7 +23,8 @@ from lib_pinning.embedded import EmbeddedModel, EmbeddedRenderer
 
 ROOT = Path(__file__).resolve().parents[1]
 OWN_MODULES = ("lib_pinning.webui.text_model", "lib_pinning.webui.samplers", "lib_pinning.webui.renderer",
-               "lib_pinning.webui.run", "lib_pinning.webui.ui", "lib_pinning.webui.api", "lib_pinning.webui.clip")
+               "lib_pinning.webui.run", "lib_pinning.webui.ui", "lib_pinning.webui.api", "lib_pinning.webui.clip",
+               "lib_pinning.webui.evolution", "lib_pinning.webui.evolution_tab")
 
 
 # --- gradio ------------------------------------------------------------------------------------------------
@@ -41,16 +43,43 @@ class Block:
         return False
 
 
+class Event(Block):
+    """A component with events: `select`, `click` and `change` remember (function, inputs, outputs)."""
+
+    def _listen(self, kind, function, inputs=None, outputs=None, **kwargs):
+        self.kwargs.setdefault("events", {})[kind] = (function, inputs, outputs)
+
+    def select(self, *args, **kwargs):
+        self._listen("select", *args, **kwargs)
+
+    def click(self, *args, **kwargs):
+        self._listen("click", *args, **kwargs)
+
+    def change(self, *args, **kwargs):
+        self._listen("change", *args, **kwargs)
+
+
 def _gradio() -> ModuleType:
     module = ModuleType("gradio")
-    for name in ("Blocks", "Accordion", "File", "Dropdown", "Slider", "Number", "Checkbox", "Textbox", "HTML"):
+    for name in ("Blocks", "Accordion", "File", "Slider", "Number", "Checkbox", "Textbox", "HTML", "Row", "State"):
         setattr(module, name, type(name, (Block,), {}))
+    for name in ("Dropdown", "Button", "Gallery", "CheckboxGroup"):
+        setattr(module, name, type(name, (Event,), {}))
+    module.update = lambda **values: dict(values, __type__="update")
+    module.SelectData = SimpleNamespace
     return module
 
 
 # --- modules -----------------------------------------------------------------------------------------------
 
 class State:
+    def begin(self, job=""):
+        self.interrupted = self.skipped = self.stopping_generation = False
+        self.job = job
+
+    def end(self):
+        self.job = ""
+
     def __init__(self):
         self.interrupted = self.skipped = self.stopping_generation = False
         self.job, self.job_count, self.current_image = "", 0, None
@@ -62,6 +91,7 @@ class State:
 class Opts:
     def __init__(self):
         self.img2img_fix_steps = False
+        self.outdir_txt2img_samples = self.outdir_txt2img_grids = None  # set by the tests: where runs go
         self.return_mask = self.return_mask_composite = False
         self.data_labels = {}
 
@@ -117,7 +147,10 @@ class WebUI:
         self.fail_at: int | None = None  # process_images call number that raises (1 is the first)
         self.stop_at: int | None = None  # call number after which Interrupt is pressed
         self.callbacks: list = []
-        self.samplers: list = []
+        self.component_callbacks: list = []
+        self.tab_callbacks: list = []
+        self.pastes: list = []            # the paste buttons registered (infotext_utils.register_paste_params_button)
+        self.samplers: list = [SimpleNamespace(name="DPM++ 2M")]  # A1111's own, then the Hyperbatch ones
         self.script = None
 
     def fix_seed(self, p):
@@ -149,6 +182,7 @@ def _modules(webui: WebUI, embeddings_dir: Path, clip_dir: Path) -> dict[str, di
         cmd_opts=SimpleNamespace(api=True, nowebui=False, api_auth=None, embeddings_dir=str(embeddings_dir),
                                  clip_models_path=str(clip_dir)))
     samplers = SimpleNamespace(all_samplers=webui.samplers, all_samplers_map={})
+    paste = SimpleNamespace(ParamBinding=lambda **binding: binding, register_paste_params_button=webui.pastes.append)
     samplers.set_samplers = lambda: None
 
     class Script:
@@ -161,9 +195,14 @@ def _modules(webui: WebUI, embeddings_dir: Path, clip_dir: Path) -> dict[str, di
         "modules": {},
         "modules.shared": vars(shared),
         "modules.scripts": {"Script": Script, "basedir": lambda: str(ROOT)},
-        "modules.script_callbacks": {"on_app_started": webui.callbacks.append},
+        "modules.script_callbacks": {"on_app_started": webui.callbacks.append,
+                                     "on_after_component": webui.component_callbacks.append,
+                                     "on_ui_tabs": webui.tab_callbacks.append},
         "modules.processing": {"fix_seed": webui.fix_seed, "process_images": webui.process_images,
-                               "Processed": Processed},
+                               "Processed": Processed, "StableDiffusionProcessingTxt2Img": Processing},
+        "modules.call_queue": {"queue_lock": threading.Lock()},
+        "modules.sd_schedulers": {"schedulers": [SimpleNamespace(label="Karras"), SimpleNamespace(label="Uniform")]},
+        "modules.infotext_utils": vars(paste),
         "modules.devices": {"device": torch.device("cpu"), "torch_gc": lambda: None},
         "modules.sd_samplers": vars(samplers),
         "modules.sd_samplers_common": {"SamplerData": lambda name, constructor, aliases, options: SimpleNamespace(

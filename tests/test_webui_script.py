@@ -142,7 +142,7 @@ def test_fork_strength_inherits_only_when_asked(webui, tmp_path, control, overri
 def test_the_samplers_and_setting_register_once_even_when_the_script_is_imported_again(webui, monkeypatch,
                                                                                       tmp_path):
     names = [sampler.name for sampler in webui.samplers]
-    assert names == ["Euler a Hyperbatch", "DPM++ 2M Hyperbatch", "DPM++ SDE Hyperbatch", "DPM++ 2M SDE Hyperbatch"]
+    assert names == ["DPM++ 2M", "Euler a Hyperbatch", "DPM++ 2M Hyperbatch", "DPM++ SDE Hyperbatch", "DPM++ 2M SDE Hyperbatch"]
     import sys
     sys.modules["modules.sd_samplers"].all_samplers_map.update({sampler.name: sampler for sampler in webui.samplers})
     webui.module.samplers.register()  # "Reload UI" imports the entry script again
@@ -165,10 +165,12 @@ def test_the_tokens_route_is_served_behind_api_auth(webui):
     (add_routes,) = webui.callbacks
     add_routes(None, app)
     add_routes(None, app)  # "Reload UI" calls the hook again: one route
-    assert [route.path for route in app.routes].count("/prompt-pinning/v1/tokens") == 1
+    assert [getattr(route, "path", None) for route in app.routes].count("/prompt-pinning/v1/tokens") == 1
     client = TestClient(app)
     assert client.post("/prompt-pinning/v1/tokens", json={"prompt": "(a:1.1)"}).status_code == 401
     assert client.post("/prompt-pinning/v1/tokens", json={"prompt": "x"}, auth=("user", "wrong")).status_code == 401
+    assert client.get("/prompt-pinning/v1/evolutions").status_code == 401  # prompt evolution's routes too
+    assert client.get("/prompt-pinning/v1/evolutions", auth=("user", "secret")).status_code == 200
     answer = client.post("/prompt-pinning/v1/tokens", json={"prompt": "(a:1.1)"}, auth=("user", "secret"))
     assert answer.status_code == 200
     assert answer.json() == {"chunks": [{"tokens": [49406, 320, 49407], "multipliers": [1.0, 1.1, 1.0]}],

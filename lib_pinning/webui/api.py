@@ -1,4 +1,7 @@
-"""`POST /prompt-pinning/v1/tokens`: how the loaded model's own tokenizer reads a prompt, token by token.
+"""The extension's HTTP routes in the WebUI (with --api or --nowebui, behind --api-auth when set): prompt
+evolution's (lib_pinning.evolution_routes, over lib_pinning.webui.evolution's service) and
+
+`POST /prompt-pinning/v1/tokens`: how the loaded model's own tokenizer reads a prompt, token by token.
 
 For users it shows which tokens a (pinned) prompt becomes and the emphasis weight each gets; the live tests
 use it to check that every pinned word reaches the text encoder whole, with its intended weight (the
@@ -14,7 +17,8 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from modules import shared
 from pydantic import BaseModel
 
-from . import text_model
+from ..evolution_routes import evolution_router
+from . import evolution, text_model
 
 TOKENS_ROUTE = "/prompt-pinning/v1/tokens"
 
@@ -51,3 +55,4 @@ def add_routes(_demo, app: FastAPI) -> None:
         return  # "Reload UI" calls the hook again
     dependencies = [Depends(_api_auth)] if getattr(shared.cmd_opts, "api_auth", None) else []
     app.add_api_route(TOKENS_ROUTE, tokens, methods=["POST"], response_model=None, dependencies=dependencies)
+    app.include_router(evolution_router(evolution.service()), dependencies=dependencies)

@@ -17,6 +17,7 @@ import torch
 from fastapi import HTTPException
 from modules import devices, processing, shared
 
+from ..chooser import Chooser
 from ..engine import ResumeRefused, RunResult, run_pinning
 from ..errors import InputError
 from ..job import Job, RenderPlan, build_job, resume_differences
@@ -95,9 +96,11 @@ def _render_plan(p, prompt: str) -> RenderPlan:
     return RenderPlan(record, _sampled_steps(p), p.batch_size, inherited_fork_strength(p))
 
 
-def _plan(p, options: PinOptions, mask_sources: list[str] | None = None) -> Job:
+def plan(p, options: PinOptions, mask_sources: list[str] | None = None, *, chooser: Chooser | None = None,
+         renderer: type[WebUIRenderer] = WebUIRenderer) -> Job:
     """Every check that can fail before rendering, then the job. `mask_sources`: what run.json calls the masks
-    (a resume's are in its saved targets' transparency)."""
+    (a resume's are in its saved targets' transparency); `chooser`: a prompt evolution run's (lib_pinning.chooser);
+    `renderer`: the WebUIRenderer class that renders it."""
     target_images = targets.decode_targets(options.targets)
     mask_images = targets.decode_targets(options.masks, "mask")
     prompt, negative = _styled_prompts(p)
@@ -109,16 +112,16 @@ def _plan(p, options: PinOptions, mask_sources: list[str] | None = None) -> Job:
     if 1 < len(init_images) != p.batch_size:
         raise InputError(f"img2img with {len(init_images)} input images: set Batch size to {len(init_images)} (one "
                          "image per row) or give one image")
-    plan = _render_plan(p, prompt)
+    render_plan = _render_plan(p, prompt)
 
     def make_renderer(resolved: PinOptions) -> WebUIRenderer:
-        return WebUIRenderer(p, 1 + resolved.generations * resolved.lambda_, resolved.fork_strength)
+        return renderer(p, 1 + resolved.generations * resolved.lambda_, resolved.fork_strength)
 
-    return build_job(options, prompt, negative, plan, make_renderer, targets=target_images,
+    return build_job(options, prompt, negative, render_plan, make_renderer, targets=target_images,
                      target_sources=[f"upload {index + 1}" for index in range(len(target_images))],
                      masks=mask_images, mask_sources=mask_sources if mask_sources is not None else
                      [f"mask upload {index + 1}" for index in range(len(mask_images))],
-                     embeddings=text_model.embedding_names(), embedder=clip.embedder)
+                     embeddings=text_model.embedding_names(), embedder=clip.embedder, chooser=chooser)
 
 
 def _runs_folder(p) -> Path:
@@ -139,7 +142,7 @@ def _resume_plan(p, options: PinOptions) -> tuple[Job, RunRecord, Path]:
     recorded = {name: value for name, value in record.options.items() if name not in ("targets", "masks", "resume")}
     if options.generations != AUTO:
         recorded["generations"] = options.generations
-    job = _plan(p, parse(PinOptions, {**recorded, "targets": [str(path.resolve()) for path in targets] if given
+    job = plan(p, parse(PinOptions, {**recorded, "targets": [str(path.resolve()) for path in targets] if given
                                       else []}), mask_sources=record.options.get("masks", []))
     problems = resume_differences(record, job.record)
     if problems:
@@ -161,7 +164,7 @@ def run(p, values, sent: int | None = None):
                 job, record, folder = _resume_plan(p, options)
                 lock = RunLock(folder).acquire()
             else:
-                job, record = _plan(p, options), None
+                job, record = plan(p, options), None
                 folder = new_run_dir(_runs_folder(p))
                 lock = RunLock(folder).acquire()
         except InputError as error:

@@ -1,0 +1,190 @@
+"""Prompt evolution inside the WebUI (lib_pinning.webui.evolution and its tab), offline: the stand-in A1111 of
+tests/fake_webui.py renders with the embedded model. The live proof is tests/webui/test_live_evolution.py."""
+
+import logging
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+import fake_webui
+from lib_pinning.chooser import Choice
+from lib_pinning.errors import InputError
+from lib_pinning.evolution import EvolutionService
+from lib_pinning.record import read_record
+
+SETTINGS = {"seed": 5, "batch": 2, "steps": 3, "sampler": "DPM++ 2M", "scheduler": "Karras", "cfg_scale": 3.0,
+            "width": 16, "height": 16}
+OPTIONS = {"lambda_": 4, "generations": 3, "cma_seed": 2}
+
+
+@pytest.fixture
+def webui(monkeypatch, tmp_path):
+    logger = logging.getLogger("lib_pinning")
+    saved = logger.handlers[:], logger.level, logger.propagate
+    fake = fake_webui.install(monkeypatch, tmp_path)
+    fake.opts.outdir_txt2img_samples = str(tmp_path / "outputs")
+    fake.evolution = __import__("lib_pinning.webui.evolution", fromlist=["service"])
+    yield fake
+    service = fake.evolution._service
+    if service is not None:
+        service.shutdown()
+    fake.evolution._service = None
+    fake_webui.uninstall()
+    logger.handlers[:], logger.level, logger.propagate = saved
+
+
+def waiting(run, generation):
+    shown = run.chooser.wait_shown(60)
+    assert shown is not None and shown.generation == generation, (run.error, run.record() and run.record().ending)
+    return shown
+
+
+def test_a_run_renders_through_the_webui_pipeline_and_records_each_choice_and_breeding(webui, tmp_path):
+    service = webui.evolution.service()
+    assert service.folder == tmp_path / "outputs" / "prompt_evolution"
+    run = service.start("a red circle", "blue", {**SETTINGS, **OPTIONS})
+    shown = waiting(run, 0)
+    assert len(shown.prompts) == 4 and all(len(images) == 2 for images in shown.images)
+    assert all(texts[0].endswith("Seed: 5") and texts[1].endswith("Seed: 6") for texts in shown.infotexts)
+    run.chooser.submit(0, Choice.breeding(0, 2))
+    waiting(run, 1)
+    assert run.state()["waiting"]["candidates"][0]["parents"] == ["0000-000", "0000-002"]
+    run.chooser.submit(1, Choice.favourites([1]))
+    waiting(run, 2)
+    run.chooser.submit(2, Choice.favourites([3]))
+    assert run.done.wait(60) and run.error == ""
+    record = read_record(run.folder)
+    assert record.status == "done" and record.objective.mode == "choice"
+    assert record.render.seeds == [5, 6] and record.render.sampler == "DPM++ 2M" and record.render.width == 16
+    assert record.generations[1].individuals[0].parents == ["0000-000", "0000-002"]
+    assert record.best.id == "0002-003"
+    # every render went through process_images: the baseline and 3 generations of 4
+    assert len(webui.renders) == 1 + 3 * 4 and all(seeds == [5, 6] for _, _, seeds, _ in webui.renders)
+    assert webui.state.job == ""  # each generation's WebUI job ended
+
+
+@pytest.mark.parametrize("values, says", [
+    ({"sampler": "Nope"}, "'Nope' is not a sampler of this WebUI.*DPM\\+\\+ 2M"),
+    ({"scheduler": "Nope"}, "'Nope' is not a schedule type.*Karras"),
+    ({"width": 0}, "Width"), ({"batch": 1}, "Batch size"), ({"colour": 1}, "unknown option: colour"),
+    ({"tags": ["red"]}, "Target tags")])
+def test_bad_settings_are_refused_naming_them_before_a_folder_exists(webui, tmp_path, values, says):
+    service = webui.evolution.service()
+    with pytest.raises(InputError, match=says):
+        service.start("a red circle", "", {**SETTINGS, **OPTIONS, **values})
+    assert service.names() == [] and webui.renders == []
+
+
+def test_a_seed_of_minus_one_draws_one_and_the_run_records_it(webui):
+    run = webui.evolution.service().start("a red circle", "", {**SETTINGS, **OPTIONS, "seed": -1})
+    waiting(run, 0)
+    seeds = read_record(run.folder).render.seeds
+    assert 0 <= seeds[0] < 2**32 and seeds[1] == seeds[0] + 1
+    webui.evolution.service().stop(run.name)
+
+
+def test_after_a_webui_restart_a_run_resumes_from_its_folder_and_a_pinning_folder_is_refused(webui, tmp_path):
+    first = webui.evolution.service()
+    run = first.start("a red circle", "blue", {**SETTINGS, **OPTIONS})
+    waiting(run, 0)
+    run.chooser.submit(0, Choice.favourites([1, 2]))
+    waiting(run, 1)
+    first.shutdown()  # the WebUI stops: generation 1 was shown, not chosen
+    assert run.done.is_set() and read_record(run.folder).status == "interrupted"
+    again = EvolutionService(first.folder, webui.evolution.make_job, webui.evolution.resume_job)
+    resumed = again.resume(run.name, {"generations": 3})
+    shown = waiting(resumed, 1)
+    assert len(shown.prompts) == 4
+    resumed.chooser.submit(1, Choice.favourites([0]))
+    waiting(resumed, 2)
+    resumed.chooser.submit(2, Choice.favourites([0]))
+    assert resumed.done.wait(60)
+    record = read_record(run.folder)
+    assert record.status == "done" and [g.individuals[0].place for g in record.generations] == [None, 0, 0]
+    with pytest.raises(InputError, match="only generations may change"):
+        webui.evolution.resume_job(run.folder, chooser=None, steps=4)
+    from lib_pinning.embedded_run import pin
+    pin("a red circle", out=tmp_path / "pinned", batch=2, steps=2, prototypes=4, size=16, generations=1, lambda_=2,
+        progress=False, report=False)
+    with pytest.raises(InputError, match="pinning run, not a prompt evolution run"):
+        webui.evolution.resume_job(tmp_path / "pinned", chooser=None)
+
+
+def test_the_routes_are_mounted_on_the_webuis_app_once(webui):
+    app = FastAPI()
+    for callback in webui.callbacks:
+        callback(None, app)
+    mounted = len(app.routes)
+    for callback in webui.callbacks:
+        callback(None, app)  # "Reload UI"
+    assert len(app.routes) == mounted
+    with TestClient(app) as client:
+        started = client.post("/prompt-pinning/v1/evolutions", json={
+            "prompt": "a red circle", "options": {**SETTINGS, **OPTIONS}})
+        assert started.status_code == 200, started.text
+        name = started.json()["name"]
+        state = client.get(f"/prompt-pinning/v1/evolutions/{name}", params={"wait": 30}).json()
+        assert state["waiting"]["generation"] == 0 and state["waiting"]["candidates"][0]["infotexts"]
+        refused = client.post("/prompt-pinning/v1/evolutions", json={"prompt": "x", "options": {"sampler": "Nope"}})
+        assert refused.status_code == 422 and "not a sampler" in refused.json()["detail"]
+        client.post(f"/prompt-pinning/v1/evolutions/{name}/stop")
+
+
+# --- the tab ------------------------------------------------------------------------------------------------
+
+def _tab(webui):
+    """Build the tab as A1111 does: txt2img's controls first (remembered), then the extension's tabs."""
+    tab = webui.module.evolution_tab
+    made = {}
+    for elem_id, name in tab.TXT2IMG.items():
+        made[name] = fake_webui.Block(elem_id=elem_id)
+        for callback in webui.component_callbacks:
+            callback(made[name], elem_id=elem_id)
+    (block, title, elem_id), = webui.tab_callbacks[0]()
+    return tab, made, title
+
+
+def test_the_tab_starts_from_txt2img_clicks_favourites_breeds_and_sends_a_picture_to_txt2img(webui):
+    tab, made, title = _tab(webui)
+    assert title == "Prompt evolution" and list(tab._txt2img) == list(tab.TXT2IMG.values())
+    send = webui.pastes[0]
+    assert send["tabname"] == "txt2img" and send["source_text_component"].kwargs["elem_id"] == \
+        "prompt_evolution_infotext"
+    txt2img = {"prompt": "a red circle", "negative_prompt": "blue", **SETTINGS}
+    run_update, status, grid, favourites, shown, tree, infotext = tab.start(
+        4, 3, 1.0, *[txt2img[name] for name in tab._txt2img])
+    assert run_update["value"] == "00001" and "generation 0 waits" in status, status
+    assert len(grid) == 4 and grid[0][0].size == (32, 16) and grid[0][1].startswith("1: ")
+    assert favourites["choices"] == ["1", "2", "3", "4"] and shown == {"run": "00001", "generation": 0}
+    picked, tree, infotext = tab.select(shown, [], fake_webui.SimpleNamespace(index=2))
+    assert picked == ["3"] and "Candidate 3 of generation 0" in tree and infotext.endswith("Seed: 5")
+    picked, _, _ = tab.select(shown, ["1", "3"], fake_webui.SimpleNamespace(index=2))  # a second click unpicks
+    assert picked == ["1"]
+    status, *_ = tab.breed(shown, ["1"])
+    assert "pick two favourites, not 1" in status and "generation 0 waits" in status  # nothing lost
+    status, grid, favourites, shown, *_ = tab.breed(shown, ["1", "3"])
+    assert shown["generation"] == 1, status
+    _, tree, _ = tab.select(shown, [], fake_webui.SimpleNamespace(index=0))
+    assert "0000-000 ✓" in tree and "0000-002 ✓" in tree  # a child's parents, both chosen
+    stale = tab.next_generation({"run": "00001", "generation": 0}, ["1"])  # an old page's choice
+    assert "waits for a choice in generation 1, not in generation 0" in stale[0]
+    # a reloaded page: ↻ shows the run that waits
+    run_update, status, grid, favourites, shown, *_ = tab.refresh(None)
+    assert run_update["value"] == "00001" and shown == {"run": "00001", "generation": 1} and len(grid) == 4
+    status, grid, favourites, shown, *_ = tab.next_generation(shown, ["2"])
+    assert shown["generation"] == 2
+    assert "<td>circle</td>" in tab.winners("00001") or "<td>red</td>" in tab.winners("00001")
+    status, grid, favourites, shown, *_ = tab.stop("00001")
+    assert shown is None and "interrupted" in status and grid == []
+    status, grid, favourites, shown, *_ = tab.resume("00001", 3)
+    assert shown == {"run": "00001", "generation": 2}
+
+
+def test_the_tab_says_what_is_wrong_and_keeps_serving(webui):
+    tab, made, _ = _tab(webui)
+    txt2img = {"prompt": "a red circle", "negative_prompt": "", **SETTINGS, "batch": 1}
+    run_update, status, grid, *_ = tab.start(4, 3, 1.0, *[txt2img[name] for name in tab._txt2img])
+    assert "Batch size" in status and grid == []
+    assert "no generation is waiting" in tab.next_generation(None, ["1"])[0]
+    assert "pick a run" in tab.resume(None, 3)[0]
