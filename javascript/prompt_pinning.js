@@ -20,3 +20,17 @@
     if (typeof onUiLoaded === "function") onUiLoaded(applyTooltips);
     if (typeof onUiUpdate === "function") onUiUpdate(applyTooltips);
 })();
+
+// The Prompt evolution tab shows the newest run whenever it is opened (a reloaded page loses nothing: the run
+// waits in the WebUI), by clicking its ↻ button.
+(function() {
+    document.addEventListener("click", function(event) {
+        const tab = event.target.closest ? event.target.closest("#tabs .tab-nav button") : null;
+        if (!tab || tab.textContent.trim() !== "Prompt evolution") return;
+        setTimeout(function() {
+            const root = typeof gradioApp === "function" ? gradioApp() : document;
+            const button = root.querySelector("#prompt_evolution_refresh");
+            if (button) button.click();
+        }, 0);
+    }, true);
+})();

@@ -118,7 +118,10 @@ class EvolutionRun:
         """Its name, whether it runs, its status and how many generations it finished."""
         running = not self.done.is_set()  # first: a record read after it belongs to that moment or later
         record = self.record()
-        return {"name": self.name, "running": running, "status": record.status if record else "starting",
+        status = record.status if record else "starting"
+        if status == "running" and not running:  # its process ended without a word (a WebUI killed mid-run)
+            status = "interrupted"
+        return {"name": self.name, "running": running, "status": status,
                 "generations": len(record.generations) if record else 0}
 
     def state(self) -> dict:
@@ -126,7 +129,7 @@ class EvolutionRun:
         choice."""
         state = self.summary()
         record, shown = self.record(), self.chooser.shown
-        state.update(folder=str(self.folder), error=self.error,
+        state.update(folder=str(self.folder.resolve()), error=self.error,
                      ending=vars(record.ending) if record and record.ending else None,
                      best=vars(record.best) if record and record.best else None, waiting=None)
         if shown is not None:

@@ -172,7 +172,7 @@ class WebUI:
         return Processed(p, pictures, seeds[0], infotexts[0], infotexts=infotexts)
 
 
-def _modules(webui: WebUI, embeddings_dir: Path, clip_dir: Path) -> dict[str, dict]:
+def _modules(webui: WebUI, embeddings_dir: Path, clip_dir: Path, gradio: ModuleType) -> dict[str, dict]:
     styles = SimpleNamespace(apply_styles_to_prompt=lambda prompt, styles: ", ".join([prompt, *styles]),
                              apply_negative_styles_to_prompt=lambda prompt, styles: prompt)
     shared = SimpleNamespace(
@@ -201,6 +201,7 @@ def _modules(webui: WebUI, embeddings_dir: Path, clip_dir: Path) -> dict[str, di
         "modules.processing": {"fix_seed": webui.fix_seed, "process_images": webui.process_images,
                                "Processed": Processed, "StableDiffusionProcessingTxt2Img": Processing},
         "modules.call_queue": {"queue_lock": threading.Lock()},
+        "modules.ui_components": {"ToolButton": gradio.Button},
         "modules.sd_schedulers": {"schedulers": [SimpleNamespace(label="Karras"), SimpleNamespace(label="Uniform")]},
         "modules.infotext_utils": vars(paste),
         "modules.devices": {"device": torch.device("cpu"), "torch_gc": lambda: None},
@@ -216,7 +217,8 @@ def _modules(webui: WebUI, embeddings_dir: Path, clip_dir: Path) -> dict[str, di
 def install(monkeypatch, tmp_path: Path) -> WebUI:
     """Fake modules and gradio in sys.modules, the entry script imported; returns the fake's state."""
     webui = WebUI()
-    stand_ins = _modules(webui, tmp_path / "embeddings", tmp_path / "clip")
+    gradio = _gradio()
+    stand_ins = _modules(webui, tmp_path / "embeddings", tmp_path / "clip", gradio)
     for name, attributes in stand_ins.items():
         module = ModuleType(name)
         module.__dict__.update(attributes)
@@ -224,7 +226,7 @@ def install(monkeypatch, tmp_path: Path) -> WebUI:
     for name in stand_ins:
         if "." in name:
             setattr(sys.modules["modules"], name.split(".", 1)[1], sys.modules[name])
-    monkeypatch.setitem(sys.modules, "gradio", _gradio())
+    monkeypatch.setitem(sys.modules, "gradio", gradio)
     uninstall()  # imported afresh against the stand-ins (and forgotten again by the fixture that calls this)
     spec = importlib.util.spec_from_file_location("prompt_pinning_script", ROOT / "scripts" / "prompt_pinning.py")
     module = importlib.util.module_from_spec(spec)

@@ -4,8 +4,8 @@ clicked last, which words win. Everything here calls the one service of lib_pinn
 routes under /prompt-pinning/v1/ serve too.
 
 Nothing is kept only in the page: the run waits in the WebUI for its choice, and what it chose is in its folder.
-A reloaded page shows the newest run again (the tab's script clicks ↻ when the UI loads); after a WebUI restart
-the run's folder is still listed and "Resume" goes on from it.
+Opening the tab shows the newest run again (javascript/prompt_pinning.js clicks ↻), so a reloaded page goes on
+where it was; after a WebUI restart the run's folder is still listed and "Resume" goes on from it.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import io
 import time
 
 import gradio as gr
+from modules.ui_components import ToolButton
 from PIL import Image
 
 from ..chooser import Choice
@@ -37,6 +38,7 @@ TXT2IMG = {"txt2img_prompt": "prompt", "txt2img_neg_prompt": "negative_prompt", 
            "txt2img_batch_size": "batch"}
 _txt2img: dict[str, object] = {}
 WAIT = 3600.0  # seconds a button waits for the next generation to render
+SIGMA = 0.5  # the tab's first step size: variations a person can still compare with the prompt (pinning's is 1)
 
 
 def remember(component, **kwargs) -> None:
@@ -224,20 +226,20 @@ def build():
     with gr.Blocks(analytics_enabled=False) as tab:
         with gr.Row():
             run = gr.Dropdown(label="Run", choices=[], value=None, elem_id="prompt_evolution_run")
-            refresh_button = gr.Button("↻", elem_id="prompt_evolution_refresh")
+            refresh_button = ToolButton(value="↻", elem_id="prompt_evolution_refresh")
         with gr.Row():
             candidates = gr.Number(label=spec_of(PinOptions, "lambda_").label, value=6, precision=0,
                                    elem_id="prompt_evolution_candidates")
             generations = gr.Number(label=spec_of(PinOptions, "generations").label, value=20, precision=0,
                                     elem_id="prompt_evolution_generations")
-            sigma = gr.Number(label=spec_of(PinOptions, "sigma").label, value=spec_of(PinOptions, "sigma").default,
-                              elem_id="prompt_evolution_sigma")
+            sigma = gr.Number(label=spec_of(PinOptions, "sigma").label, value=SIGMA, elem_id="prompt_evolution_sigma")
         with gr.Row():
             start_button = gr.Button("Start from txt2img", variant="primary", elem_id="prompt_evolution_start")
             stop_button = gr.Button("Stop", elem_id="prompt_evolution_stop")
             resume_button = gr.Button("Resume", elem_id="prompt_evolution_resume")
         status = gr.HTML(elem_id="prompt_evolution_status")
-        grid = gr.Gallery(label="Generation", columns=3, allow_preview=False, elem_id="prompt_evolution_grid")
+        grid = gr.Gallery(label="Generation: click your favourites", columns=4, object_fit="contain",
+                          allow_preview=False, elem_id="prompt_evolution_grid")
         favourites = gr.CheckboxGroup(label="Favourites", choices=[], elem_id="prompt_evolution_favourites")
         with gr.Row():
             next_button = gr.Button("Next generation", variant="primary", elem_id="prompt_evolution_next")

@@ -51,3 +51,10 @@ def encode_image(image: Image.Image) -> str:
     stream = io.BytesIO()
     image.save(stream, format="PNG")
     return "data:image/png;base64," + base64.b64encode(stream.getvalue()).decode()
+
+
+def set_number(page, selector: str, value) -> None:
+    """Type a number into a gradio number box of the page (Playwright) and commit it."""
+    box = page.locator(selector)
+    box.fill(str(value))
+    box.press("Enter")

@@ -5,36 +5,13 @@ the result's comment carries the report's path.
 """
 
 import re
-import shutil
 
-import pytest
+from live_support import set_number
 from PIL import Image
 
 from lib_pinning.options import SCRIPT_CONTROLS, tooltip
 
 PREFIX = "#script_txt2img_prompt_pinning_"
-
-
-@pytest.fixture(scope="module")
-def page(webui):
-    executable = shutil.which("chromium")
-    if executable is None:
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(webui.url, timeout=120_000)
-        page.wait_for_selector("#txt2img_prompt textarea", timeout=120_000)
-        yield page
-        browser.close()
-
-
-def set_number(page, selector: str, value) -> None:
-    box = page.locator(selector)
-    box.fill(str(value))
-    box.press("Enter")
 
 
 def test_a_run_from_the_page_with_an_uploaded_target(page, webui, tmp_path):
