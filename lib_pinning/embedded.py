@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from . import breeding
 from .emphasis import parse_attention
 from .errors import InputError
 from .noise import SeededNoise
@@ -27,6 +28,7 @@ from .words import split_words
 # sigma_max^2 I) is close to the true noised mixture, as it must be for the sampler to reproduce the prior.
 SIGMA_MIN = 0.01
 SIGMA_MAX = 80.0
+_SYNTAX = re.compile(r"[\\()\[\]]")  # what A1111's emphasis syntax reads as brackets unless escaped
 EXTRA_NETWORK = re.compile(r"<[^<>]*>")  # <lora:…>, <hypernet:…>: stripped before encoding, as A1111 does
 
 
@@ -87,6 +89,10 @@ def _shape_mask(rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray) -> tup
     return ((xx * np.cos(cx * 6) + yy * np.sin(cx * 6)) / period + phase) % 1 < 0.5, kind
 
 
+def _escaped(word: str) -> str:
+    return _SYNTAX.sub(lambda match: "\\" + match.group(0), word)
+
+
 class ToyTextEncoder:
     """Word -> fixed pseudo-random embedding; a prompt -> the weighted sum of its words' embeddings.
 
@@ -116,6 +122,15 @@ class ToyTextEncoder:
         for word, weight in self.weighted_words(prompt):
             total += weight * self.word_embedding(word)
         return total
+
+    def mixed_prompt(self, first: str, second: str, t: float) -> str:
+        """A prompt whose conditioning is exactly the spherical interpolation of two prompts' at `t`: the slerp is
+        α·first + β·second, and the encoding is linear in the words' weights, so each word of `first` is written
+        with its weight times α, each of `second`'s times β (lib_pinning.breeding.slerp_coefficients)."""
+        alpha, beta = (float(c) for c in breeding.slerp_coefficients(self.encode(first), self.encode(second), t))
+        words = [(word, weight * alpha) for word, weight in self.weighted_words(first)]
+        words += [(word, weight * beta) for word, weight in self.weighted_words(second)]
+        return " ".join(f"({_escaped(word)}:{weight:.9g})" for word, weight in words)
 
 
 class MixtureDenoiser(torch.nn.Module):

@@ -1,4 +1,5 @@
-"""Pinning on the embedded model: the Python API (`pin`, `demo`) and what `python -m lib_pinning pin` runs.
+"""Pinning on the embedded model: the Python API (`pin`, `demo`, `resume`, prompt evolution's `evolve` and
+`breed_prompts`) and what `python -m lib_pinning pin` runs.
 
 Options by name (lib_pinning.options: `PinOptions` and `EmbeddedOptions`), checked before anything is written.
 """
@@ -13,6 +14,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from .breeding import POINTS, Child, check_points
 from .chooser import MODE as CHOICE, Chooser
 from .embedded import EmbeddedModel, EmbeddedRenderer, PrototypeEmbedder
 from .engine import RunResult
@@ -22,6 +24,7 @@ from .job import Job, RenderPlan, build_job
 from .observer import Observer
 from .options import EmbeddedOptions, PinOptions, parse
 from .record import WORKERS_API, RenderRecord, RunRecord, read_record
+from .report.images import png_bytes, to_pixels
 from .runner import execute
 
 DEMO_PROMPT = "a quiet painting of round shapes, warm colours, soft light, simple"
@@ -180,3 +183,20 @@ def demo(out: str | Path, generations: int = -1, seed: int = DEMO_SEED, device: 
     return pin(DEMO_PROMPT, DEMO_NEGATIVE, out=out, targets=[target], seed=seed, cma_seed=seed,
                generations=generations, target_loss=DEMO_LOSS, batch=DEMO_BATCH, device=device, progress=progress,
                observers=observers, report=report)
+
+
+def breed_prompts(first: tuple[str, str], second: tuple[str, str], points: Sequence[float] = POINTS,
+                  **values) -> list[Child]:
+    """Children of two different (prompt, negative prompt) pairs on the embedded model, at each of `points`
+    between them: the spherical interpolation of their conditioning, rendered with the seeds and settings of
+    `values` (EmbeddedOptions by name). Exact: each child's written prompt is its mixed conditioning."""
+    points = check_points(points)
+    render = parse(EmbeddedOptions, {**values, "prompt": first[0], "negative_prompt": first[1]})
+    model = EmbeddedModel(count=render.prototypes, size=render.size, seed=render.model_seed,
+                          device=_device(render.device))
+    renderer = EmbeddedRenderer(model, [render.seed + index for index in range(render.batch)], steps=render.steps,
+                                sampler=render.sampler, schedule=render.schedule, cfg_scale=render.cfg_scale)
+    written = [(model.encoder.mixed_prompt(first[0], second[0], t), model.encoder.mixed_prompt(first[1], second[1], t))
+               for t in points]
+    return [Child(t, prompt, negative, True, [png_bytes(pixels) for pixels in to_pixels(batch.images)])
+            for t, (prompt, negative), batch in zip(points, written, renderer.render(written))]

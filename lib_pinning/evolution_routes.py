@@ -15,6 +15,10 @@ model (and by the WebUI extension over the WebUI's renderer).
     POST /prompt-pinning/v1/evolutions/{name}/resume       {"options": {"generations": N}}: goes on from its folder
     GET  /prompt-pinning/v1/evolutions/{name}/individuals/{id}/ancestry
     GET  /prompt-pinning/v1/winners?runs=00001,00002       which words win over those runs
+    POST /prompt-pinning/v1/breed                          {"first": PARENT, "second": PARENT, "points": [t, ...],
+                                                           "options": {...}}: children of two different prompts
+                                                           (PARENT: {"prompt", "negative_prompt"}, or in a WebUI
+                                                           {"infotext"}: a picture's parameters)
 
 Bad input answers 422 naming what is wrong; a choice for a generation that is not waiting answers 409; an unknown
 run or individual 404.
@@ -22,9 +26,12 @@ run or individual 404.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from .breeding import POINTS, Child
 from .chooser import Choice
 from .errors import InputError
 from .evolution import ChoiceConflict, EvolutionService
@@ -34,7 +41,11 @@ CHOICES = {"favourites": Choice.favourites, "ranking": Choice.ranking, "breed": 
 MAX_WAIT = 60.0
 
 
-def evolution_router(service: EvolutionService):
+Breed = Callable[[dict, dict, Sequence[float], dict], list[Child]]  # (first, second, points, options) -> children
+
+
+def evolution_router(service: EvolutionService, breed: Breed | None = None):
+    """The routes over `service`; with `breed` (how this renderer breeds two prompts), /breed too."""
     from fastapi import APIRouter, Body, HTTPException
 
     router = APIRouter(prefix=PREFIX)
@@ -123,5 +134,24 @@ def evolution_router(service: EvolutionService):
         return [dataclasses.asdict(statistic) | {"chosen_rate": statistic.chosen_rate,
                                                  "rendered_rate": statistic.rendered_rate}
                 for statistic in statistics]
+
+    @router.post("/breed")
+    def bred(body: dict[str, Any] = Body(...)) -> dict:
+        if breed is None:
+            raise HTTPException(404, "this server does not breed prompts")
+        first, second, points = body.get("first"), body.get("second"), body.get("points", list(POINTS))
+        options = body.get("options") or {}
+        if not all(isinstance(parent, dict) for parent in (first, second)) or not isinstance(points, list) \
+                or not isinstance(options, dict):
+            raise HTTPException(422, "breeding is {\"first\": {\"prompt\": ..., \"negative_prompt\": ...}, "
+                                     "\"second\": {...}, \"points\": [numbers between 0 and 1], \"options\": {...}}")
+        try:
+            children = breed(first, second, points, options)
+        except InputError as error:
+            raise refused(error) from None
+        return {"children": [{"t": child.t, "prompt": child.prompt, "negative_prompt": child.negative_prompt,
+                              "exact": child.exact, "infotexts": child.infotexts,
+                              "images": [base64.b64encode(png).decode("ascii") for png in child.images]}
+                             for child in children]}
 
     return router

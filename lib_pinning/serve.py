@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from .embedded import EmbeddedModel, EmbeddedRenderer
-from .embedded_run import evolution_job, resumed_job
+from .embedded_run import breed_prompts, evolution_job, resumed_job
 from .errors import InputError
 from .evolution import EvolutionService
 from .evolution_routes import evolution_router
@@ -172,6 +172,23 @@ def evolution_service(worker: EmbeddedWorker, options: ServeOptions) -> Evolutio
     return EvolutionService(options.evolution_dir, make_job, resumed_job)
 
 
+def prompt_breeder(worker: EmbeddedWorker, options: ServeOptions):
+    """Breeding two prompts (POST /prompt-pinning/v1/breed) on the loaded checkpoint's embedded model."""
+
+    def breed(first: dict, second: dict, points, values: dict):
+        parents = []
+        for parent in (first, second):
+            if set(parent) - {"prompt", "negative_prompt"} or not all(isinstance(text, str) for text in parent.values()):
+                raise InputError("the embedded server breeds prompts: each parent is {\"prompt\": ..., "
+                                 "\"negative_prompt\": ...} (text)")
+            parents.append((parent.get("prompt", ""), parent.get("negative_prompt", "")))
+        model = {"prototypes": worker.loaded.prototypes, "model_seed": worker.loaded.model_seed,
+                 "device": options.device}
+        return breed_prompts(*parents, points, **{**model, **values})
+
+    return breed
+
+
 def make_app(options: ServeOptions):
     from fastapi import Body, Depends, FastAPI, HTTPException, Request
     from fastapi.responses import JSONResponse
@@ -195,7 +212,7 @@ def make_app(options: ServeOptions):
 
     app = FastAPI(title="sd-prompt-pinning embedded worker", dependencies=[Depends(authorised)], lifespan=lifespan)
     app.state.worker, app.state.evolution = worker, evolution
-    app.include_router(evolution_router(evolution))
+    app.include_router(evolution_router(evolution, prompt_breeder(worker, options)))
 
     @app.exception_handler(ValueError)
     @app.exception_handler(TypeError)

@@ -6,7 +6,7 @@ The engine lives in lib_pinning (no WebUI imports); lib_pinning.webui holds ever
 import modules.scripts as scripts
 from modules import script_callbacks
 
-from lib_pinning.webui import api, clip, console, evolution_tab, samplers, script_args, ui
+from lib_pinning.webui import api, breeding, clip, console, evolution_tab, samplers, script_args, ui
 from lib_pinning.webui import run as pinning
 
 console.attach()
@@ -16,6 +16,7 @@ clip.add_setting()
 script_callbacks.on_app_started(api.add_routes)
 script_callbacks.on_after_component(evolution_tab.remember)
 script_callbacks.on_ui_tabs(evolution_tab.build)
+script_callbacks.on_cfg_denoiser(breeding.on_cfg_denoiser)
 
 
 class PromptPinningScript(scripts.Script):

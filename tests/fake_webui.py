@@ -24,7 +24,7 @@ from lib_pinning.embedded import EmbeddedModel, EmbeddedRenderer
 ROOT = Path(__file__).resolve().parents[1]
 OWN_MODULES = ("lib_pinning.webui.text_model", "lib_pinning.webui.samplers", "lib_pinning.webui.renderer",
                "lib_pinning.webui.run", "lib_pinning.webui.ui", "lib_pinning.webui.api", "lib_pinning.webui.clip",
-               "lib_pinning.webui.evolution", "lib_pinning.webui.evolution_tab")
+               "lib_pinning.webui.evolution", "lib_pinning.webui.evolution_tab", "lib_pinning.webui.breeding")
 
 
 # --- gradio ------------------------------------------------------------------------------------------------
@@ -150,6 +150,9 @@ class WebUI:
         self.component_callbacks: list = []
         self.tab_callbacks: list = []
         self.pastes: list = []            # the paste buttons registered (infotext_utils.register_paste_params_button)
+        self.denoiser_callbacks: list = []  # script_callbacks.on_cfg_denoiser
+        self.denoiser_hook = False        # True: process_images calls them once, with the toy encoder's conditioning
+        self.conds: list = []             # (text_cond, text_uncond) after the hooks, per process_images call
         self.samplers: list = [SimpleNamespace(name="DPM++ 2M")]  # A1111's own, then the Hyperbatch ones
         self.script = None
 
@@ -158,10 +161,10 @@ class WebUI:
         p.subseed = 99 if p.subseed in (-1, None) else p.subseed
 
     def process_images(self, p):
-        self.renders.append((p.prompt, p.negative_prompt, list(p.seed), getattr(p, "hyperbatch_fork_strength", None)))
+        seeds = list(p.seed) if isinstance(p.seed, list) else [int(p.seed) + i for i in range(p.batch_size * p.n_iter)]
+        self.renders.append((p.prompt, p.negative_prompt, seeds, getattr(p, "hyperbatch_fork_strength", None)))
         if self.fail_at == len(self.renders):
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        seeds = list(p.seed)
         renderer = EmbeddedRenderer(self.model, seeds, steps=p.steps, sampler="DPM++ 2M", cfg_scale=p.cfg_scale)
         images = renderer.render([(p.prompt, p.negative_prompt)])[0].images
         pictures = [Image.fromarray((image.permute(1, 2, 0) * 255).round().byte().numpy()) for image in images]
@@ -169,7 +172,45 @@ class WebUI:
                      for seed in seeds]
         if self.stop_at == len(self.renders):
             self.state.interrupted = True
+        if self.denoiser_hook:
+            self._denoiser_hooks(p, len(seeds))
         return Processed(p, pictures, seeds[0], infotexts[0], infotexts=infotexts)
+
+    def _denoiser_hooks(self, p, rows: int) -> None:
+        """As A1111's CFGDenoiser: each hook may replace the conditioning (rows, tokens, dim); its errors are
+        reported, never raised."""
+        encode = self.model.encoder.encode
+        params = SimpleNamespace(denoiser=SimpleNamespace(p=p, step=0),
+                                 text_cond=encode(p.prompt)[None, None].repeat(rows, 1, 1),
+                                 text_uncond=encode(p.negative_prompt)[None, None].repeat(rows, 1, 1))
+        for callback in self.denoiser_callbacks:
+            try:
+                callback(params)
+            except Exception:  # noqa: BLE001 - A1111's report_exception
+                pass
+        self.conds.append((params.text_cond, params.text_uncond))
+
+    def learned_conditioning(self, model, prompts, steps):
+        return [[SimpleNamespace(end_at_step=steps, cond=self.model.encoder.encode(text)[None])] for text in prompts]
+
+
+class SdConditioning(list):
+    def __init__(self, prompts, is_negative_prompt=False, width=None, height=None):
+        super().__init__(prompts)
+
+
+def parse_generation_parameters(text: str) -> dict:
+    """The part of A1111's infotext parser the glue uses: prompt, negative prompt, "key: value" pairs, Size."""
+    *lines, last = text.strip().split("\n")
+    read = {"Prompt": "\n".join(line for line in lines if not line.startswith("Negative prompt: "))}
+    read.update({"Negative prompt": line[len("Negative prompt: "):] for line in lines
+                 if line.startswith("Negative prompt: ")})
+    for pair in last.split(", "):
+        key, value = pair.split(": ", 1)
+        read[key] = value
+    if "Size" in read:
+        read["Size-1"], read["Size-2"] = read.pop("Size").split("x")
+    return read
 
 
 def _modules(webui: WebUI, embeddings_dir: Path, clip_dir: Path, gradio: ModuleType) -> dict[str, dict]:
@@ -182,7 +223,9 @@ def _modules(webui: WebUI, embeddings_dir: Path, clip_dir: Path, gradio: ModuleT
         cmd_opts=SimpleNamespace(api=True, nowebui=False, api_auth=None, embeddings_dir=str(embeddings_dir),
                                  clip_models_path=str(clip_dir)))
     samplers = SimpleNamespace(all_samplers=webui.samplers, all_samplers_map={})
-    paste = SimpleNamespace(ParamBinding=lambda **binding: binding, register_paste_params_button=webui.pastes.append)
+    paste = SimpleNamespace(ParamBinding=lambda **binding: binding, register_paste_params_button=webui.pastes.append,
+                            parse_generation_parameters=parse_generation_parameters)
+    samplers.find_sampler_config = lambda name: None
     samplers.set_samplers = lambda: None
 
     class Script:
@@ -197,7 +240,11 @@ def _modules(webui: WebUI, embeddings_dir: Path, clip_dir: Path, gradio: ModuleT
         "modules.scripts": {"Script": Script, "basedir": lambda: str(ROOT)},
         "modules.script_callbacks": {"on_app_started": webui.callbacks.append,
                                      "on_after_component": webui.component_callbacks.append,
-                                     "on_ui_tabs": webui.tab_callbacks.append},
+                                     "on_ui_tabs": webui.tab_callbacks.append,
+                                     "on_cfg_denoiser": webui.denoiser_callbacks.append},
+        "modules.prompt_parser": {"SdConditioning": SdConditioning,
+                                  "get_learned_conditioning": webui.learned_conditioning,
+                                  "reconstruct_cond_batch": lambda c, step: torch.stack([s[0].cond for s in c])},
         "modules.processing": {"fix_seed": webui.fix_seed, "process_images": webui.process_images,
                                "Processed": Processed, "StableDiffusionProcessingTxt2Img": Processing},
         "modules.call_queue": {"queue_lock": threading.Lock()},

@@ -1,19 +1,21 @@
-"""Prompt evolution (lib_pinning.chooser, lib_pinning.winners): a chooser's choice as the fitness of the search,
-the record of every choice and every individual's parents, and which words win. A scripted chooser leading
+"""Prompt evolution (lib_pinning.chooser, lib_pinning.breeding, lib_pinning.winners): a chooser's choice as the
+fitness of the search, the record of every choice and every individual's parents, breeding, and which words win. A scripted chooser leading
 runs towards a hidden prompt, through the HTTP routes: tests/test_evolution_api.py."""
 
 import math
 
 import numpy as np
 import pytest
+import torch
 
-from lib_pinning.breeding import children
+from lib_pinning.breeding import children, slerp
 from lib_pinning.chooser import Choice, ClosestChooser
-from lib_pinning.embedded import EmbeddedModel
-from lib_pinning.embedded_run import evolve, resume
+from lib_pinning.embedded import EmbeddedModel, EmbeddedRenderer
+from lib_pinning.embedded_run import breed_prompts, evolve, resume
 from lib_pinning.errors import InputError
 from lib_pinning.record import GenomeRecord, Generation, Individual, read_record
 from lib_pinning.rendering import Rendered, RunStopped
+from lib_pinning.report.images import png_bytes, to_pixels
 from lib_pinning.search import _decode
 from lib_pinning.winners import word_statistics
 from report_support import without_timings
@@ -220,6 +222,43 @@ def test_breeding_takes_two_different_candidates():
         Choice.breeding(2, 2).check(5)
     with pytest.raises(InputError, match="two candidates"):
         Choice((1, 2, 3), tied=True, breed=True).check(5)
+
+
+# --- breeding two different prompts ---------------------------------------------------------------------------
+
+
+def test_slerp_turns_at_a_steady_rate_keeping_the_norm_and_is_linear_for_parallel_or_zero_vectors():
+    first, second = torch.tensor([[3.0, 0.0], [1.0, 1.0]]), torch.tensor([[0.0, 3.0], [2.0, 2.0]])
+    for t in (0.0, 0.3, 0.5, 1.0):
+        mixed = slerp(first, second, t)
+        # row 0: a quarter turn at a steady rate, on the circle of radius 3
+        assert math.isclose(math.atan2(mixed[0, 1], mixed[0, 0]), t * math.pi / 2, abs_tol=1e-6)
+        assert math.isclose(float(mixed[0].norm()), 3.0, rel_tol=1e-6)
+        assert torch.allclose(mixed[1], (1 - t) * first[1] + t * second[1])  # parallel: a straight line
+    assert torch.allclose(slerp(torch.zeros(3), torch.ones(3), 0.25), torch.full((3,), 0.25))
+    assert slerp(first.half(), second.half(), 0.5).dtype == torch.float16
+    with pytest.raises(ValueError, match="cannot be mixed"):
+        slerp(torch.ones(2, 3), torch.ones(3, 3), 0.5)
+
+
+def test_children_of_two_prompts_on_the_embedded_model_are_exactly_their_written_prompts():
+    model = EmbeddedModel(count=6, size=16)
+    values = dict(batch=2, size=16, prototypes=6, steps=4, seed=3)
+    first, second = ("a red circle, soft light", "dark"), ("a (blue:1.2) square", "noise, stripes")
+    children = breed_prompts(first, second, (0.25, 0.5, 0.75), **values)
+    encode = model.encoder.encode
+    for child in children:
+        assert child.exact and torch.allclose(encode(child.prompt), slerp(encode(first[0]), encode(second[0]), child.t),
+                                              atol=1e-6)
+        assert torch.allclose(encode(child.negative_prompt), slerp(encode(first[1]), encode(second[1]), child.t),
+                              atol=1e-6)
+    renderer = EmbeddedRenderer(model, [3, 4], steps=4)
+    parents = [[png_bytes(pixels) for pixels in to_pixels(batch.images)] for batch in renderer.render([first, second])]
+    bred = [child.images for child in children]
+    assert bred[0] == [png_bytes(p) for p in to_pixels(renderer.render([(children[0].prompt,
+                                                                           children[0].negative_prompt)])[0].images)]
+    assert len({tuple(images) for images in [*parents, *bred]}) == 5  # unlike both parents and each other
+    assert [child.images for child in breed_prompts(first, second, (0.25, 0.5, 0.75), **values)] == bred
 
 
 # --- which words win ------------------------------------------------------------------------------------------

@@ -135,6 +135,23 @@ def test_two_candidates_bred_over_http_are_the_next_generations_first_parents_an
     assert ended(server, name)["status"] == "interrupted"
 
 
+def test_two_prompts_breed_over_http_on_the_embedded_server(server):
+    body = {"first": {"prompt": "a red circle", "negative_prompt": "dark"}, "second": {"prompt": "a blue square"},
+            "points": [0.2, 0.8], "options": {"batch": 2, "size": 16, "steps": 4, "seed": 4}}
+    answer = server.post(f"{V1}/breed", json=body)
+    assert answer.status_code == 200, answer.text
+    children = answer.json()["children"]
+    assert [child["t"] for child in children] == [0.2, 0.8] and all(child["exact"] for child in children)
+    assert all(len(child["images"]) == 2 and child["infotexts"] == [] for child in children)
+    assert pictures(children[0]).shape == (2, 3, 16, 16) and not torch.equal(pictures(children[0]),
+                                                                             pictures(children[1]))
+    assert server.post(f"{V1}/breed", json=body).json() == answer.json()  # the same seeds: the same children
+    for wrong, says in (({"points": [0]}, "between 0 and 1"), ({"first": {"infotext": "x"}}, "breeds prompts"),
+                        ({"second": "a prompt"}, "breeding is"), ({"options": {"steps": 0}}, "Steps")):
+        refused = server.post(f"{V1}/breed", json={**body, **wrong})
+        assert refused.status_code == 422 and says in refused.json()["detail"], refused.text
+
+
 def test_a_stopped_run_keeps_its_choices_and_resumes_after_a_server_restart(tmp_path):
     options = parse(ServeOptions, {"evolution_dir": str(tmp_path / "evolution")})
     with TestClient(make_app(options)) as client:

@@ -4,6 +4,7 @@ tests/fake_webui.py renders with the embedded model. The live proof is tests/web
 import logging
 
 import pytest
+import torch
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -188,3 +189,60 @@ def test_the_tab_says_what_is_wrong_and_keeps_serving(webui):
     assert "Batch size" in status and grid == []
     assert "no generation is waiting" in tab.next_generation(None, ["1"])[0]
     assert "pick a run" in tab.resume(None, 3)[0]
+
+
+# --- breeding two prompts -------------------------------------------------------------------------------------
+
+FIRST = {"infotext": "a red circle\nNegative prompt: dark\nSteps: 3, Seed: 7, Size: 16x16"}
+SECOND = {"prompt": "a blue square", "negative_prompt": "noise"}
+
+
+def test_two_prompts_bred_in_the_webui_have_their_conditioning_slerped_through_the_denoiser_hook(webui):
+    from lib_pinning.breeding import slerp
+    breeding = webui.module.breeding
+    webui.denoiser_hook = True
+    children = breeding.breed(FIRST, SECOND, [0.25, 0.75], {"scheduler": "Karras"})
+    encode = webui.model.encoder.encode
+    assert [render[:3] for render in webui.renders] == [("a red circle", "dark", [7, 8])] * 2  # the first's job
+    for child, (cond, uncond) in zip(children, webui.conds):
+        assert cond.shape == (2, 1, 8)  # both rows of the batch mixed
+        assert torch.allclose(cond, slerp(encode("a red circle"), encode("a blue square"), child.t).expand(2, 1, 8))
+        assert torch.allclose(uncond, slerp(encode("dark"), encode("noise"), child.t).expand(2, 1, 8))
+        assert not child.exact and child.prompt == f"a red circle :{1 - child.t:g} AND a blue square :{child.t:g}"
+        assert child.infotexts[0].split("\n")[0] == child.prompt and len(child.images) == 2
+    assert [child.negative_prompt for child in children] == ["dark", "noise"]  # the nearer parent's
+
+
+def test_a_webui_that_never_calls_the_denoiser_hook_refuses_to_breed_saying_so(webui):
+    with pytest.raises(InputError, match="never handed its conditioning to the denoiser hook"):
+        webui.module.breeding.breed(FIRST, SECOND, [0.5], {"scheduler": "Karras"})
+
+
+@pytest.mark.parametrize("first, second, points, says", [
+    (FIRST, FIRST, [0.5], "same prompts"), (FIRST, SECOND, [1.0], "between 0 and 1.*1.0"),
+    (FIRST, SECOND, [], "1 to 16 points"), ({"prompt": 5}, SECOND, [0.5], "a parent is"),
+    (FIRST, {"image": "x"}, [0.5], "a parent is")])
+def test_bad_parents_and_points_are_refused_naming_them(webui, first, second, points, says):
+    with pytest.raises(InputError, match=says):
+        webui.module.breeding.breed(first, second, points, {"scheduler": "Karras"})
+    assert webui.renders == []
+
+
+def test_prompts_of_different_chunk_counts_cannot_be_mixed(webui):
+    mixed = webui.module.breeding.mixed
+    with pytest.raises(InputError, match="same number of 75-token chunks"):
+        mixed(torch.ones(2, 77, 8), torch.ones(1, 154, 8), 0.5)
+    sdxl = mixed({"crossattn": torch.ones(2, 77, 8), "vector": torch.ones(2, 4)},
+                 {"crossattn": -torch.ones(1, 77, 8), "vector": torch.zeros(1, 4)}, 0.5)
+    assert sdxl["crossattn"].shape == (2, 77, 8) and torch.allclose(sdxl["vector"], torch.full((2, 4), 0.5))
+
+
+def test_the_tab_breeds_a_clicked_picture_with_a_pasted_prompt_and_sends_a_child_to_txt2img(webui):
+    tab, made, _ = _tab(webui)
+    webui.denoiser_hook = True
+    message, grid, infotexts = tab.breed_prompts(FIRST["infotext"], "a blue square", "0.3, 0.6", -1)
+    assert "approximation" in message and len(grid) == 2 and grid[0][1].startswith("0.3 of the way: a red circle")
+    assert tab.select_child(infotexts, fake_webui.SimpleNamespace(index=1)).startswith(
+        "a red circle :0.4 AND a blue square :0.6\nNegative prompt: \n")  # the nearer parent has none
+    message, grid, _ = tab.breed_prompts(FIRST["infotext"], "a blue square", "half", -1)
+    assert "Points" in message and grid == []

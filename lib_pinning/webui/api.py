@@ -18,7 +18,7 @@ from modules import shared
 from pydantic import BaseModel
 
 from ..evolution_routes import evolution_router
-from . import evolution, text_model
+from . import breeding, evolution, text_model
 
 TOKENS_ROUTE = "/prompt-pinning/v1/tokens"
 
@@ -55,4 +55,4 @@ def add_routes(_demo, app: FastAPI) -> None:
         return  # "Reload UI" calls the hook again
     dependencies = [Depends(_api_auth)] if getattr(shared.cmd_opts, "api_auth", None) else []
     app.add_api_route(TOKENS_ROUTE, tokens, methods=["POST"], response_model=None, dependencies=dependencies)
-    app.include_router(evolution_router(evolution.service()), dependencies=dependencies)
+    app.include_router(evolution_router(evolution.service(), breeding.breed), dependencies=dependencies)

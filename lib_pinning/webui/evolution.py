@@ -79,7 +79,7 @@ def render_values(values: dict) -> WorkerOptions:
     return settings
 
 
-def _processing(prompt: str, negative_prompt: str, settings: WorkerOptions):
+def processing_job(prompt: str, negative_prompt: str, settings: WorkerOptions):
     """A txt2img job of these settings, as the WebUI's API makes one (nothing saved by A1111: the run saves)."""
     folder = shared.opts.outdir_txt2img_samples or "outputs/txt2img-images"
     return processing.StableDiffusionProcessingTxt2Img(
@@ -92,7 +92,7 @@ def _processing(prompt: str, negative_prompt: str, settings: WorkerOptions):
 def _job(prompt: str, negative_prompt: str, values: dict, chooser: Chooser) -> Job:
     settings = render_values(values)
     options = parse(PinOptions, {name: value for name, value in values.items() if name not in RENDER_NAMES})
-    job = pinning.plan(_processing(prompt, negative_prompt, settings), options, chooser=chooser,
+    job = pinning.plan(processing_job(prompt, negative_prompt, settings), options, chooser=chooser,
                        renderer=QueuedRenderer)
     job.should_stop = job.renderer.stop_requested
     return job

@@ -1,6 +1,7 @@
 """The "Prompt evolution" tab: start from the txt2img prompt and settings, choose favourites in each generation's
 grid (click a picture), "Next generation", "Breed these two", "Send to txt2img", the family tree of the picture
-clicked last, which words win. Everything here calls the one service of lib_pinning.webui.evolution, which the HTTP
+clicked last, which words win; and "Breed two prompts": children of any two pictures' prompts, their conditioning
+mixed (lib_pinning.webui.breeding). Everything here calls the one service of lib_pinning.webui.evolution, which the HTTP
 routes under /prompt-pinning/v1/ serve too.
 
 Nothing is kept only in the page: the run waits in the WebUI for its choice, and what it chose is in its folder.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import html
 import io
+import re
 import time
 
 import gradio as gr
@@ -23,7 +25,7 @@ from ..errors import InputError
 from ..evolution import EvolutionRun
 from ..options import PinOptions, spec_of
 from ..winners import word_statistics
-from . import evolution
+from . import breeding, evolution
 
 try:
     from modules import infotext_utils as paste
@@ -221,6 +223,35 @@ def winners(name):
             f"<th>Raised among all rendered</th><th>p (exact test)</th></tr>{rows}</table>")
 
 
+def _parent(text: str) -> dict:
+    """A parent typed or pasted into the tab: a picture's parameters (PNG Info) if it has a "Steps:" line, else a
+    prompt."""
+    text = (text or "").strip()
+    return {"infotext": text} if re.search(r"^Steps: ", text, re.MULTILINE) else {"prompt": text}
+
+
+def breed_prompts(first: str, second: str, points: str, seed):
+    """Children of two different prompts (the first one's settings and seeds)."""
+    try:
+        at = [float(value) for value in (points or "").replace(",", " ").split()]
+    except ValueError:
+        return f'<p class="prompt-evolution-error">Points: numbers between 0 and 1, got {html.escape(points)!r}</p>', [], []
+    values = {} if seed in (None, "", -1) else {"seed": int(seed)}
+    try:
+        children = breeding.breed(_parent(first), _parent(second), at, values)
+    except InputError as error:
+        return f'<p class="prompt-evolution-error">{html.escape(str(error))}</p>', [], []
+    grid = [(_tile(child.images), f"{child.t:g} of the way: {child.prompt}") for child in children]
+    message = ("<p>Each child's conditioning is the spherical interpolation of the two prompts'. Its written prompt "
+               "(A1111's AND with weights) is an approximation of it: Send to txt2img renders that, not the mix.</p>")
+    return message, grid, [child.infotexts[0] if child.infotexts else "" for child in children]
+
+
+def select_child(infotexts, event: gr.SelectData):
+    index = event.index if isinstance(event.index, int) else event.index[0]
+    return infotexts[index] if infotexts and index < len(infotexts) else ""
+
+
 def build():
     """`script_callbacks.on_ui_tabs` hook."""
     with gr.Blocks(analytics_enabled=False) as tab:
@@ -250,6 +281,24 @@ def build():
         table = gr.HTML(elem_id="prompt_evolution_winners")
         infotext = gr.Textbox(visible=False, elem_id="prompt_evolution_infotext")
         shown = gr.State(None)
+        with gr.Accordion("Breed two prompts", open=False, elem_id="prompt_evolution_breeding"):
+            with gr.Row():
+                first = gr.Textbox(label="First parent: a picture's parameters (PNG Info) or a prompt", lines=3,
+                                   elem_id="prompt_evolution_first")
+                second = gr.Textbox(label="Second parent", lines=3, elem_id="prompt_evolution_second")
+            with gr.Row():
+                as_first = gr.Button("Clicked picture as first parent", elem_id="prompt_evolution_as_first")
+                as_second = gr.Button("Clicked picture as second parent", elem_id="prompt_evolution_as_second")
+                points = gr.Textbox(label="Points between them (0: first, 1: second)", value="0.25, 0.5, 0.75",
+                                    elem_id="prompt_evolution_points")
+                seed = gr.Number(label="Seed (-1: the first parent's)", value=-1, precision=0,
+                                 elem_id="prompt_evolution_breed_seed")
+            breed_prompts_button = gr.Button("Breed two prompts", variant="primary",
+                                             elem_id="prompt_evolution_breed_prompts")
+            bred_message = gr.HTML(elem_id="prompt_evolution_bred_message")
+            children = gr.Gallery(label="Children", columns=4, object_fit="contain", allow_preview=False,
+                                  elem_id="prompt_evolution_children")
+            children_infotexts = gr.State([])
 
         view = [status, grid, favourites, shown, tree, infotext]
         refresh_button.click(refresh, inputs=[run], outputs=[run, *view])
@@ -261,6 +310,11 @@ def build():
         resume_button.click(resume, inputs=[run, generations], outputs=view)
         grid.select(select, inputs=[shown, favourites], outputs=[favourites, tree, infotext])
         winners_button.click(winners, inputs=[run], outputs=[table])
+        as_first.click(lambda text: text, inputs=[infotext], outputs=[first])
+        as_second.click(lambda text: text, inputs=[infotext], outputs=[second])
+        breed_prompts_button.click(breed_prompts, inputs=[first, second, points, seed],
+                                   outputs=[bred_message, children, children_infotexts])
+        children.select(select_child, inputs=[children_infotexts], outputs=[infotext])
         paste.register_paste_params_button(paste.ParamBinding(paste_button=send_button, tabname="txt2img",
                                                               source_text_component=infotext))
     return [(tab, "Prompt evolution", "prompt_evolution")]

@@ -1,10 +1,12 @@
 """The Prompt evolution tab in the WebUI's own page (Debian's chromium through Playwright) and its HTTP routes:
 favourites clicked for three generations, two pictures bred, one sent to txt2img, the page reloaded, the run
-continued; what the page did is in the run's record."""
+continued; what the page did is in the run's record. Two different prompts bred through the API."""
 
+import json
 import re
 
-from live_support import set_number
+import numpy as np
+from live_support import decode_image, set_number
 
 V1 = "/prompt-pinning/v1"
 PROMPT, NEGATIVE, SEED = "a red cube on a table", "blurry", 5
@@ -93,3 +95,30 @@ def test_favourites_for_three_generations_a_breeding_send_to_txt2img_and_a_reloa
     assert record["render"]["seeds"] == [SEED, SEED + 1] and record["negative_prompt"] == NEGATIVE
     winners = webui.get(f"{V1}/winners?runs={name}")
     assert {statistic["word"] for statistic in winners} >= {"red", "cube", "table"}
+
+
+def test_two_different_prompts_breed_children_unlike_both_parents_and_each_other_reproducibly(webui):
+    """Their conditioning mixed through the WebUI's denoiser hook, with the first parent's settings and seeds."""
+    settings = {"steps": 3, "width": 64, "height": 64, "cfg_scale": 7, "seed": 11, "batch_size": 2,
+                "sampler_name": "DPM++ 2M"}
+    parents = [webui.post("/sdapi/v1/txt2img", {**settings, "prompt": prompt, "negative_prompt": negative})
+               for prompt, negative in (("a red cube on a table", "blurry"), ("a green forest at night", ""))]
+    infotext = json.loads(parents[0]["info"])["infotexts"][0]
+    body = {"first": {"infotext": infotext}, "second": {"prompt": "a green forest at night"},
+            "points": [0.25, 0.5, 0.75]}
+    children = webui.post(f"{V1}/breed", body)["children"]
+    again = webui.post(f"{V1}/breed", body)["children"]
+    assert [child["t"] for child in children] == [0.25, 0.5, 0.75]
+    pictures = [[decode_image(image) for image in parent["images"]] for parent in parents]
+    pictures += [[decode_image(image) for image in child["images"]] for child in children]
+    assert all(len(batch) == 2 and batch[0].shape == (64, 64, 3) for batch in pictures)
+    for one in range(len(pictures)):
+        for other in range(one + 1, len(pictures)):  # parents and children all differ, seed by seed
+            assert all(np.abs(a - b).max() > 0 for a, b in zip(pictures[one], pictures[other])), (one, other)
+    for child, repeat in zip(children, again):  # the same request: the same pictures
+        assert child["images"] == repeat["images"]
+        assert not child["exact"] and " AND a green forest at night :" in child["prompt"]
+        assert "Seed: 11" in child["infotexts"][0] and child["infotexts"][0].startswith(child["prompt"] + "\n")
+    assert [child["negative_prompt"] for child in children] == ["blurry", "", ""]
+    refused = webui.request(f"{V1}/breed", {**body, "second": {"infotext": infotext}})
+    assert refused[0] == 422 and "same prompts" in refused[1]["detail"]
