@@ -113,3 +113,28 @@ def test_the_report_of_2000_individuals_is_interactive_in_under_a_second(open_re
     page.click("#pager button.last")
     assert page.locator("#pager .page").inner_text() == "Page 80 of 80"
     assert seen["page errors"] == [] and seen["dialogs"] == []
+
+
+def test_a_prompt_evolution_runs_report_shows_which_words_win(open_report, tmp_path):
+    from lib_pinning.chooser import Choice
+    from lib_pinning.embedded_run import evolve
+    from lib_pinning.winners import word_statistics
+
+    class Second:
+        def choose(self, generation, prompts, batches):
+            return Choice.favourites([1, 3])
+
+    result = evolve("a red circle", "dark", chooser=Second(), out=tmp_path / "run", batch=2, steps=3, prototypes=6,
+                    size=16, progress=False, cma_seed=1, generations=3, lambda_=4)
+    page, seen = open_report(tmp_path / "run" / "index.html")
+    card = page.locator("section.card", has=page.locator("h2", has_text="Which words win"))
+    rows = [row.split("\t") for row in card.locator("tbody tr").all_inner_texts()]
+    expected = word_statistics([result.record])
+    assert [row[0] for row in rows] == [s.word + (" (negative prompt)" if s.side == "negative" else "")
+                                        for s in expected]
+    assert [row[1] for row in rows] == [f"{s.chosen_raised} of {s.chosen}" for s in expected]
+    assert all(s.chosen == 6 and s.rendered == 12 for s in expected)  # 2 of 4 chosen in each of 3 generations
+    assert seen["console errors"] == [] and seen["page errors"] == []
+    # a pinning run's report has no such card
+    page, _ = open_report(shared_small_run() / "index.html")
+    assert page.locator("h2", has_text="Which words win").count() == 0

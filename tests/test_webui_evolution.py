@@ -13,6 +13,7 @@ from lib_pinning.chooser import Choice
 from lib_pinning.errors import InputError
 from lib_pinning.evolution import EvolutionService
 from lib_pinning.record import read_record
+from report_support import shared_small_run
 
 SETTINGS = {"seed": 5, "batch": 2, "steps": 3, "sampler": "DPM++ 2M", "scheduler": "Karras", "cfg_scale": 3.0,
             "width": 16, "height": 16}
@@ -78,11 +79,9 @@ def test_bad_settings_are_refused_naming_them_before_a_folder_exists(webui, tmp_
 
 
 def test_a_seed_of_minus_one_draws_one_and_the_run_records_it(webui):
-    run = webui.evolution.service().start("a red circle", "", {**SETTINGS, **OPTIONS, "seed": -1})
-    waiting(run, 0)
-    seeds = read_record(run.folder).render.seeds
-    assert 0 <= seeds[0] < 2**32 and seeds[1] == seeds[0] + 1
-    webui.evolution.service().stop(run.name)
+    job = webui.evolution.make_job("a red circle", "", {**SETTINGS, **OPTIONS, "seed": -1}, chooser=None)
+    seeds = job.record.render.seeds
+    assert 0 <= seeds[0] < 2**32 and seeds[1] == seeds[0] + 1 and webui.renders == []
 
 
 def test_after_a_webui_restart_a_run_resumes_from_its_folder_and_a_pinning_folder_is_refused(webui, tmp_path):
@@ -105,11 +104,8 @@ def test_after_a_webui_restart_a_run_resumes_from_its_folder_and_a_pinning_folde
     assert record.status == "done" and [g.individuals[0].place for g in record.generations] == [None, 0, 0]
     with pytest.raises(InputError, match="only generations may change"):
         webui.evolution.resume_job(run.folder, chooser=None, steps=4)
-    from lib_pinning.embedded_run import pin
-    pin("a red circle", out=tmp_path / "pinned", batch=2, steps=2, prototypes=4, size=16, generations=1, lambda_=2,
-        progress=False, report=False)
     with pytest.raises(InputError, match="pinning run, not a prompt evolution run"):
-        webui.evolution.resume_job(tmp_path / "pinned", chooser=None)
+        webui.evolution.resume_job(shared_small_run(), chooser=None)
 
 
 def test_the_routes_are_mounted_on_the_webuis_app_once(webui):
@@ -121,15 +117,11 @@ def test_the_routes_are_mounted_on_the_webuis_app_once(webui):
         callback(None, app)  # "Reload UI"
     assert len(app.routes) == mounted
     with TestClient(app) as client:
-        started = client.post("/prompt-pinning/v1/evolutions", json={
-            "prompt": "a red circle", "options": {**SETTINGS, **OPTIONS}})
-        assert started.status_code == 200, started.text
-        name = started.json()["name"]
-        state = client.get(f"/prompt-pinning/v1/evolutions/{name}", params={"wait": 30}).json()
-        assert state["waiting"]["generation"] == 0 and state["waiting"]["candidates"][0]["infotexts"]
         refused = client.post("/prompt-pinning/v1/evolutions", json={"prompt": "x", "options": {"sampler": "Nope"}})
         assert refused.status_code == 422 and "not a sampler" in refused.json()["detail"]
-        client.post(f"/prompt-pinning/v1/evolutions/{name}/stop")
+        assert client.get("/prompt-pinning/v1/evolutions").json() == []
+        wrong = client.post("/prompt-pinning/v1/breed", json={"first": {"prompt": "a"}, "second": {"prompt": "a"}})
+        assert wrong.status_code == 422 and "same prompts" in wrong.json()["detail"]  # the WebUI's breeder
 
 
 # --- the tab ------------------------------------------------------------------------------------------------

@@ -11,7 +11,10 @@ import dataclasses
 import json
 from pathlib import Path
 
+from ..chooser import MODE as CHOICE
+from ..errors import InputError
 from ..record import RunRecord
+from ..winners import word_statistics
 from . import files, weight_map
 
 ASSETS = Path(__file__).parent / "assets"
@@ -50,11 +53,23 @@ def page_data(run_dir: Path, record: RunRecord, plots: list[str]) -> dict:
         "individuals": [[generation.index, *(getattr(individual, name) for name in INDIVIDUAL_FIELDS)]
                         for generation in record.generations for individual in generation.individuals],
         "frozen": record.genome.frozen,
+        "winners": _winners(record),
         "notices": record.notices,
         "options": {**record.resolved, "render": dataclasses.asdict(record.render),
                     "objective": {"mode": record.objective.mode, "targets": record.objective.target_count,
                                   "tree": record.objective.tree}},
     }
+
+
+def _winners(record: RunRecord) -> list[dict]:
+    """A prompt evolution run's words, most over-represented among the chosen first (lib_pinning.winners)."""
+    if record.objective.mode != CHOICE:
+        return []
+    try:
+        statistics = word_statistics([record])
+    except InputError:  # nothing chosen yet
+        return []
+    return [{**dataclasses.asdict(statistic), "interval": list(statistic.interval)} for statistic in statistics]
 
 
 def _target_order(name: str) -> tuple:

@@ -255,6 +255,23 @@
       el("table", { className: "generations" }, el("thead", {}, head), el("tbody", {}, ...rows))));
   }
 
+  // A prompt evolution run: each word raised among the chosen against all rendered (lib_pinning.winners).
+  function winners() {
+    if (!data.winners.length) return null;
+    const numeric = (text) => el("td", { className: "num", textContent: text });
+    const rows = data.winners.map((word) => el("tr", {},
+      el("td", { textContent: word.word + (word.side === "negative" ? " (negative prompt)" : "") }),
+      numeric(word.chosen_raised + " of " + word.chosen), numeric(word.rendered_raised + " of " + word.rendered),
+      numeric(Number(word.p_value).toPrecision(3)),
+      numeric(number(word.interval[0], 2) + " – " + number(word.interval[1], 2))));
+    const head = el("tr", {}, ...["Word", "Raised among the chosen", "Raised among all rendered", "p",
+      "95 % interval (chosen)"].map((text) => el("th", { textContent: text })));
+    return card("Which words win",
+      note("Words whose weight rose above the prompt's, among the individuals chosen and among all rendered; p: " +
+        "one-sided exact test of \"raised more often among the chosen\", within each generation."),
+      el("table", { className: "winners" }, el("thead", {}, head), el("tbody", {}, ...rows)));
+  }
+
   function flatten(value, prefix, out) {
     if (value && typeof value === "object" && !Array.isArray(value)) {
       for (const [key, inner] of Object.entries(value)) flatten(inner, prefix ? prefix + "." + key : key, out);
@@ -273,7 +290,7 @@
         "python -m lib_pinning report RUN_DIR"));
   }
 
-  const sections = [header(), pinned(), baseline(), plots(), individuals(), generationsCard(), options()];
+  const sections = [header(), pinned(), baseline(), winners(), plots(), individuals(), generationsCard(), options()];
   root.append(...sections.filter(Boolean));
   window.reportReadyMs = performance.now();
   document.documentElement.dataset.ready = "true";
