@@ -194,10 +194,15 @@ class EvolutionService:
             return run
 
     def names(self) -> list[str]:
-        found = {entry.name for entry in self.folder.iterdir() if RUN_NAME.fullmatch(entry.name)} \
-            if self.folder.is_dir() else set()
+        """This service's runs and the runs earlier processes left in the folder (those with a run.json)."""
+        found = {name for name in self._numbered() if (self.folder / name / RUN_FILE).is_file()}
         with self._lock:
             return sorted(found | set(self.runs))
+
+    def _numbered(self) -> set[str]:
+        """Every numbered entry of the folder, run or not: a new run never takes one of their numbers."""
+        return {entry.name for entry in self.folder.iterdir() if RUN_NAME.fullmatch(entry.name)} \
+            if self.folder.is_dir() else set()
 
     def statistics(self, names: Sequence[str]) -> list[WordStatistic]:
         records = [self.get(name).record() for name in names]
@@ -228,7 +233,7 @@ class EvolutionService:
                 run.thread.join(timeout)
 
     def _next_name(self) -> str:
-        taken = [int(name) for name in self.names()]
+        taken = [int(name) for name in self._numbered() | set(self.runs)]
         return f"{max(taken, default=0) + 1:05d}"
 
     def _launch(self, run: EvolutionRun, job: Job, record: RunRecord | None) -> None:

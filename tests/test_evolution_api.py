@@ -93,14 +93,17 @@ def test_a_scripted_chooser_drives_evolution_runs_through_the_routes_towards_a_h
     assert [row["name"] for row in listed] == names and all(row["status"] == "done" for row in listed)
 
 
-def test_bad_requests_answer_with_what_is_wrong(server):
+def test_bad_requests_answer_with_what_is_wrong(server, tmp_path):
     refused = server.post(f"{V1}/evolutions", json={"prompt": "a red circle", "options": {"steps": 0}})
     assert refused.status_code == 422 and "Steps" in refused.json()["detail"]
     assert server.post(f"{V1}/evolutions", json={"prompt": 5}).status_code == 422
     tags = server.post(f"{V1}/evolutions", json={"prompt": "a red circle", "options": {"tags": ["red"]}})
     assert tags.status_code == 422 and "Target tags" in tags.json()["detail"]
     assert server.get(f"{V1}/evolutions/00042").status_code == 404
+    (tmp_path / "evolution" / "00007").mkdir(parents=True)  # a numbered folder that holds no run
+    assert server.get(f"{V1}/evolutions").json() == []
     name = server.post(f"{V1}/evolutions", json={"prompt": "a red circle", "options": SMALL}).json()["name"]
+    assert name == "00008"  # never a number already taken
     waiting(server, name, 0)
     wrong_generation = server.post(f"{V1}/evolutions/{name}/choice", json={"generation": 1, "favourites": [0]})
     assert wrong_generation.status_code == 409 and "generation 0" in wrong_generation.json()["detail"]

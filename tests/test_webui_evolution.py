@@ -180,6 +180,9 @@ def test_the_tab_says_what_is_wrong_and_keeps_serving(webui):
     run_update, status, grid, *_ = tab.start(4, 3, 1.0, *[txt2img[name] for name in tab._txt2img])
     assert "Batch size" in status and grid == []
     assert "no generation is waiting" in tab.next_generation(None, ["1"])[0]
+    txt2img["batch"] = 2
+    run_update, status, *_ = tab.start(None, 3, 1.0, *[txt2img[name] for name in tab._txt2img])  # a cleared box
+    assert "Lambda" in status and "a whole number is needed, got None" in status
     assert "pick a run" in tab.resume(None, 3)[0]
 
 

@@ -118,7 +118,7 @@ def refresh(name):
 def start(candidates, generations, sigma, *txt2img):
     values = dict(zip(_txt2img, txt2img))
     prompt, negative = values.pop("prompt", ""), values.pop("negative_prompt", "")
-    values.update(lambda_=int(candidates), generations=int(generations), sigma=float(sigma))
+    values.update(lambda_=candidates, generations=generations, sigma=sigma)  # checked by the options' schema
     try:
         run = evolution.service().start(prompt, negative, values)
     except InputError as error:
@@ -154,7 +154,10 @@ def breed(shown, favourites):
 
 def stop(name):
     if name:
-        run = evolution.service().get(name)
+        try:
+            run = evolution.service().get(name)
+        except KeyError:
+            return _view(None, f"no prompt evolution run {name}")
         evolution.service().stop(name)
         run.done.wait(60)
     return _view(name)
@@ -167,7 +170,9 @@ def resume(name, generations):
     try:
         record = service.get(name).record()
         done = len(record.generations) if record else 0
-        run = service.resume(name, {"generations": max(int(generations), done + 1)})
+        if isinstance(generations, (int, float)) and generations <= done:
+            generations = done + 1  # a finished run goes on for one more generation at least
+        run = service.resume(name, {"generations": generations})
     except (InputError, KeyError) as error:
         return _view(name, str(error).strip("'"))
     _wait(run)
