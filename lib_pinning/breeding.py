@@ -72,7 +72,8 @@ def check_points(points: Sequence[float]) -> tuple[float, ...]:
 def slerp_coefficients(first: torch.Tensor, second: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(α, β) with slerp = α·first + β·second along the last dimension: the spherical interpolation of each pair
     of vectors (sin((1-t)θ)/sin θ, sin(tθ)/sin θ, θ their angle), linear where they are (anti)parallel or zero."""
-    first, second = first.double(), second.double()
+    precise = torch.float32 if first.device.type == "mps" else torch.float64  # MPS has no float64
+    first, second = first.to(precise), second.to(precise)
     cosine = torch.nn.functional.cosine_similarity(first, second, dim=-1, eps=1e-12).clamp(-1, 1)
     angle = torch.arccos(cosine)
     sine = torch.sin(angle)
@@ -93,7 +94,7 @@ def slerp(first, second, t: float):
     if first.shape != second.shape:
         raise ValueError(f"conditionings of shapes {tuple(first.shape)} and {tuple(second.shape)} cannot be mixed")
     alpha, beta = slerp_coefficients(first, second, t)
-    return (alpha * first.double() + beta * second.double()).to(first.dtype)
+    return (alpha * first.to(alpha.dtype) + beta * second.to(alpha.dtype)).to(first.dtype)
 
 
 def and_prompt(first: str, second: str, t: float) -> str:

@@ -169,14 +169,17 @@ class EvolutionService:
         return run
 
     def resume(self, name: str, options: dict | None = None) -> EvolutionRun:
-        run = self.get(name)
-        if not run.done.is_set():
-            raise ChoiceConflict(f"run {name} is still running")
-        chooser = WaitingChooser()
-        job, record = self.resume_job(run.folder, chooser=chooser, **(options or {}))
-        run = EvolutionRun(name, run.folder, chooser)
-        with self._lock:
-            self.runs[name] = run
+        with self._lock:  # checked and taken at once: a second resume (a double click) is refused
+            ended = self.get(name)
+            if not ended.done.is_set():
+                raise ChoiceConflict(f"run {name} is still running")
+            run = self.runs[name] = EvolutionRun(name, ended.folder, WaitingChooser())
+        try:
+            job, record = self.resume_job(run.folder, chooser=run.chooser, **(options or {}))
+        except BaseException:
+            with self._lock:
+                self.runs[name] = ended
+            raise
         self._launch(run, job, record)
         return run
 

@@ -190,7 +190,7 @@ class WebUI:
                 pass
         self.conds.append((params.text_cond, params.text_uncond))
 
-    def learned_conditioning(self, model, prompts, steps):
+    def learned_conditioning(self, model, prompts, steps, hires_steps=None, use_old_scheduling=False):
         return [[SimpleNamespace(end_at_step=steps, cond=self.model.encoder.encode(text)[None])] for text in prompts]
 
 

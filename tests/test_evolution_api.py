@@ -185,3 +185,31 @@ def test_a_stopped_run_keeps_its_choices_and_resumes_after_a_server_restart(tmp_
         assert tree[-1][0]["id"].startswith("0000-") and tree[-1][0]["parents"] == []  # back to generation 0
         assert {member["id"] for member in tree[1]} == set(tree[0][0]["parents"])
         assert client.get(f"{V1}/evolutions/{name}/individuals/9999-000/ancestry").status_code == 404
+
+
+def test_two_resumes_at_once_start_one_run(server):
+    """A double click on Resume: the second is refused while the first builds its job, never a second writer."""
+    import threading
+    name = server.post(f"{V1}/evolutions", json={"prompt": "a red circle", "options": SMALL}).json()["name"]
+    waiting(server, name, 0)
+    server.post(f"{V1}/evolutions/{name}/stop")
+    ended(server, name)
+    service = server.app.state.evolution
+    slow, building = service.resume_job, threading.Event()
+
+    def slow_resume_job(*args, **kwargs):
+        building.set()
+        time.sleep(0.5)
+        return slow(*args, **kwargs)
+
+    service.resume_job = slow_resume_job
+    answers = []
+    first = threading.Thread(target=lambda: answers.append(server.post(f"{V1}/evolutions/{name}/resume").status_code))
+    first.start()
+    building.wait(10)
+    second = server.post(f"{V1}/evolutions/{name}/resume")
+    first.join()
+    assert answers == [200] and second.status_code == 409 and "still running" in second.json()["detail"]
+    waiting(server, name, 0)
+    server.post(f"{V1}/evolutions/{name}/stop")
+    assert ended(server, name)["status"] == "interrupted"

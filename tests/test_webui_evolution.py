@@ -2,6 +2,7 @@
 tests/fake_webui.py renders with the embedded model. The live proof is tests/webui/test_live_evolution.py."""
 
 import logging
+import re
 
 import pytest
 import torch
@@ -52,8 +53,9 @@ def test_a_run_renders_through_the_webui_pipeline_and_records_each_choice_and_br
     run.chooser.submit(0, Choice.breeding(0, 2))
     waiting(run, 1)
     assert run.state()["waiting"]["candidates"][0]["parents"] == ["0000-000", "0000-002"]
+    webui.state.interrupted = True  # left over from another job (A1111's API interrupt never clears it)
     run.chooser.submit(1, Choice.favourites([1]))
-    waiting(run, 2)
+    waiting(run, 2)  # the run goes on: the flag counts only while the run renders
     run.chooser.submit(2, Choice.favourites([3]))
     assert run.done.wait(60) and run.error == ""
     record = read_record(run.folder)
@@ -152,14 +154,17 @@ def test_the_tab_starts_from_txt2img_clicks_favourites_breeds_and_sends_a_pictur
     assert favourites["choices"] == ["1", "2", "3", "4"] and shown == {"run": "00001", "generation": 0}
     picked, tree, infotext = tab.select(shown, [], fake_webui.SimpleNamespace(index=2))
     assert picked == ["3"] and "Candidate 3 of generation 0" in tree and infotext.endswith("Seed: 5")
-    picked, _, _ = tab.select(shown, ["1", "3"], fake_webui.SimpleNamespace(index=2))  # a second click unpicks
-    assert picked == ["1"]
+    picked, _, _ = tab.select(shown, ["1", "3"], fake_webui.SimpleNamespace(index=2))  # clicks only add
+    assert picked == ["1", "3"]
     status, *_ = tab.breed(shown, ["1"])
     assert "pick two favourites, not 1" in status and "generation 0 waits" in status  # nothing lost
     status, grid, favourites, shown, *_ = tab.breed(shown, ["1", "3"])
     assert shown["generation"] == 1, status
     _, tree, _ = tab.select(shown, [], fake_webui.SimpleNamespace(index=0))
     assert "0000-000 ✓" in tree and "0000-002 ✓" in tree  # a child's parents, both chosen
+    pictures = re.findall(r'<img src="/file=([^"]+)"', tree)  # with their first seed's picture (seed 5)
+    folder = webui.evolution.service().get("00001").folder.resolve()
+    assert pictures == [str(folder / "00000000" / id / "seed-5.png") for id in ("0000-000", "0000-002")]
     stale = tab.next_generation({"run": "00001", "generation": 0}, ["1"])  # an old page's choice
     assert "waits for a choice in generation 1, not in generation 0" in stale[0]
     # a reloaded page: ↻ shows the run that waits
@@ -208,6 +213,36 @@ def test_two_prompts_bred_in_the_webui_have_their_conditioning_slerped_through_t
     assert [child.negative_prompt for child in children] == ["dark", "noise"]  # the nearer parent's
 
 
+def test_breeding_mixes_sdxls_conditioning_into_the_webuis_own_dict_type_and_passes_forges_missing_uncond(webui):
+    class DictWithShape(dict):  # A1111's (modules.prompt_parser): CFGDenoiser reads its shape after the hook
+        @property
+        def shape(self):
+            return self["crossattn"].shape
+
+    mixed = webui.module.breeding.mixed
+    sdxl = mixed(DictWithShape(crossattn=torch.ones(2, 77, 8), vector=torch.ones(2, 4)),
+                 {"crossattn": -torch.ones(1, 77, 8), "vector": torch.zeros(1, 4)}, 0.5)
+    assert type(sdxl) is DictWithShape and sdxl.shape == (2, 77, 8)
+    assert mixed(None, torch.ones(1, 77, 8), 0.5) is None
+
+
+def test_an_interrupted_breeding_keeps_no_child_and_a_styled_picture_breeds_with_its_style(webui):
+    webui.denoiser_hook = True
+    webui.stop_at = 1  # Interrupt pressed during the first child
+    with pytest.raises(InputError, match="interrupted: no child is kept"):
+        webui.module.breeding.breed(FIRST, SECOND, [0.5], {"scheduler": "Karras"})
+    webui.stop_at, webui.state.interrupted = None, False
+    import sys
+    parse = sys.modules["modules.infotext_utils"].parse_generation_parameters
+    monkeypatched = lambda text: {**parse(text), "Styles array": ["gold"]}  # noqa: E731
+    sys.modules["modules.infotext_utils"].parse_generation_parameters = monkeypatched
+    try:
+        webui.module.breeding.breed(FIRST, SECOND, [0.5], {"scheduler": "Karras"})
+    finally:
+        sys.modules["modules.infotext_utils"].parse_generation_parameters = parse
+    assert webui.renders[-1][0] == "a red circle, gold"  # the fake's styles join with ", "
+
+
 def test_a_webui_that_never_calls_the_denoiser_hook_refuses_to_breed_saying_so(webui):
     with pytest.raises(InputError, match="never handed its conditioning to the denoiser hook"):
         webui.module.breeding.breed(FIRST, SECOND, [0.5], {"scheduler": "Karras"})
@@ -216,11 +251,17 @@ def test_a_webui_that_never_calls_the_denoiser_hook_refuses_to_breed_saying_so(w
 @pytest.mark.parametrize("first, second, points, says", [
     (FIRST, FIRST, [0.5], "same prompts"), (FIRST, SECOND, [1.0], "between 0 and 1.*1.0"),
     (FIRST, SECOND, [], "1 to 16 points"), ({"prompt": 5}, SECOND, [0.5], "a parent is"),
-    (FIRST, {"image": "x"}, [0.5], "a parent is")])
+    (FIRST, {"image": "x"}, [0.5], "a parent is"),
+    (FIRST, {"prompt": "a cat <lora:cute:0.8>"}, [0.5], "second parent's prompts have extra networks")])
 def test_bad_parents_and_points_are_refused_naming_them(webui, first, second, points, says):
     with pytest.raises(InputError, match=says):
         webui.module.breeding.breed(first, second, points, {"scheduler": "Karras"})
     assert webui.renders == []
+
+
+def test_an_unknown_option_for_breeding_is_refused_naming_it(webui):
+    with pytest.raises(InputError, match="unknown option for breeding: batch_size"):
+        webui.module.breeding.breed(FIRST, SECOND, [0.5], {"batch_size": 4})
 
 
 def test_prompts_of_different_chunk_counts_cannot_be_mixed(webui):

@@ -14,6 +14,7 @@ negative prompt is the nearer parent's (a negative prompt has no AND).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ from ..report.images import png_bytes
 from . import evolution
 
 MIX = "prompt_pinning_mix"  # the job attribute the denoiser hook looks for
+EXTRA_NETWORK = re.compile(r"<[^<>:]+:[^<>]*>")  # <lora:name:1>: taken out of the first prompt by the WebUI only
 FROM_INFOTEXT = {"Seed": "seed", "Steps": "steps", "Sampler": "sampler", "Schedule type": "scheduler",
                  "CFG scale": "cfg_scale", "Size-1": "width", "Size-2": "height"}
 
@@ -48,8 +50,10 @@ def mixed(mine, other, t: float):
     """The WebUI's conditioning of a batch (rows, tokens, dim) — or SDXL's dict — slerped with the second parent's
     (one row), each row alike; conditionings of different lengths (prompts of different numbers of 75-token
     chunks) cannot be mixed."""
-    if isinstance(mine, dict):
-        return {key: mixed(mine[key], other[key], t) for key in mine}
+    if mine is None:  # Forge makes no unconditional conditioning at a CFG scale of 1
+        return None
+    if isinstance(mine, dict):  # SDXL's; the WebUI reads the result's `shape` (its DictWithShape)
+        return type(mine)({key: mixed(mine[key], other[key], t) for key in mine})
     if mine.shape[1:] != other.shape[1:]:
         raise InputError(f"the two prompts' conditionings differ in shape ({tuple(mine.shape[1:])} and "
                          f"{tuple(other.shape[1:])}): breeding needs prompts of the same number of 75-token chunks")
@@ -66,11 +70,12 @@ def on_cfg_denoiser(params) -> None:
     try:
         if mix.cond is None:
             size = {"width": p.width, "height": p.height}
+            scheduling = (None, bool(getattr(shared.opts, "use_old_scheduling", False)))  # as setup_conds does
             mix.cond = prompt_parser.get_learned_conditioning(
-                shared.sd_model, prompt_parser.SdConditioning([mix.prompt], **size), mix.steps)
+                shared.sd_model, prompt_parser.SdConditioning([mix.prompt], **size), mix.steps, *scheduling)
             mix.uncond = prompt_parser.get_learned_conditioning(
                 shared.sd_model, prompt_parser.SdConditioning([mix.negative_prompt], is_negative_prompt=True, **size),
-                mix.steps)
+                mix.steps, *scheduling)
         step = denoiser.step
         params.text_cond = mixed(params.text_cond, prompt_parser.reconstruct_cond_batch(mix.cond, step), mix.t)
         params.text_uncond = mixed(params.text_uncond, prompt_parser.reconstruct_cond_batch(mix.uncond, step), mix.t)
@@ -88,7 +93,12 @@ def parent(given: dict) -> tuple[str, str, dict]:
         return given.get("prompt", ""), given.get("negative_prompt", ""), {}
     read = infotext_utils.parse_generation_parameters(given["infotext"])
     settings = {name: read[key] for key, name in FROM_INFOTEXT.items() if key in read}
-    return str(read.get("Prompt", "")), str(read.get("Negative prompt", "")), settings
+    prompt, negative = str(read.get("Prompt", "")), str(read.get("Negative prompt", ""))
+    styles = read.get("Styles array") or []  # the WebUI takes saved styles' text out of the prompts it reads
+    if styles:
+        prompt = shared.prompt_styles.apply_styles_to_prompt(prompt, styles)
+        negative = shared.prompt_styles.apply_negative_styles_to_prompt(negative, styles)
+    return prompt, negative, settings
 
 
 def _steps(p) -> int:
@@ -106,6 +116,13 @@ def breed(first: dict, second: dict, points: Sequence[float], values: dict) -> l
     if (prompt, negative) == (other_prompt, other_negative):
         raise InputError("both parents have the same prompts: breed two different ones (or two candidates of an "
                          "evolution run, which breed by their genes)")
+    if EXTRA_NETWORK.search(other_prompt + other_negative):
+        raise InputError("the second parent's prompts have extra networks (<lora:…>, <hypernet:…>): their conditioning "
+                         "cannot be mixed in; take them out (or make that parent the first)")
+    unknown = sorted(set(values) - set(evolution.RENDER_NAMES))
+    if unknown:
+        raise InputError(f"unknown option{'s' if len(unknown) > 1 else ''} for breeding: {', '.join(unknown)} "
+                         f"(known: {', '.join(evolution.RENDER_NAMES)})")
     settings = evolution.render_values({"batch": 2, **settings, **values})
     children = []
     with call_queue.queue_lock:
@@ -116,6 +133,8 @@ def breed(first: dict, second: dict, points: Sequence[float], values: dict) -> l
                 mix = Mix(t, other_prompt, other_negative, _steps(p))
                 setattr(p, MIX, mix)
                 processed = processing.process_images(p)
+                if shared.state.interrupted or shared.state.skipped:
+                    raise InputError("breeding was interrupted: no child is kept (its pictures were unfinished)")
                 if mix.error or not mix.applied:
                     raise InputError(f"the child at {t} could not be mixed: " + (
                         mix.error or "this WebUI never handed its conditioning to the denoiser hook "

@@ -92,10 +92,10 @@ def processing_job(prompt: str, negative_prompt: str, settings: WorkerOptions):
 def _job(prompt: str, negative_prompt: str, values: dict, chooser: Chooser) -> Job:
     settings = render_values(values)
     options = parse(PinOptions, {name: value for name, value in values.items() if name not in RENDER_NAMES})
-    job = pinning.plan(processing_job(prompt, negative_prompt, settings), options, chooser=chooser,
-                       renderer=QueuedRenderer)
-    job.should_stop = job.renderer.stop_requested
-    return job
+    # Interrupt and Skip end a run only while it renders (QueuedRenderer): between generations the WebUI's flags
+    # may be left over from another job, and the run's own Stop ends it there.
+    return pinning.plan(processing_job(prompt, negative_prompt, settings), options, chooser=chooser,
+                        renderer=QueuedRenderer)
 
 
 def make_job(prompt: str, negative_prompt: str, values: dict, chooser: Chooser) -> Job:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import io
+import logging
 import re
 import time
 
@@ -24,6 +25,7 @@ from ..chooser import Choice
 from ..errors import InputError
 from ..evolution import EvolutionRun
 from ..options import PinOptions, spec_of
+from ..report import files
 from ..winners import word_statistics
 from . import breeding, evolution
 
@@ -32,6 +34,7 @@ try:
 except ImportError:  # A1111 before 1.8
     from modules import generation_parameters_copypaste as paste
 
+log = logging.getLogger(__name__)
 # The txt2img controls a run starts from (their elem_id → the render setting's name), remembered as the WebUI
 # builds them (script_callbacks.on_after_component).
 TXT2IMG = {"txt2img_prompt": "prompt", "txt2img_neg_prompt": "negative_prompt", "txt2img_seed": "seed",
@@ -78,7 +81,8 @@ def _status(run: EvolutionRun | None, message: str = "") -> str:
             what = "rendering…"
         else:
             record = run.record()
-            ending = record.ending.message if record and record.ending else run.error or "not started"
+            ending = record.ending.message if record and record.ending else run.error or (
+                "the WebUI stopped while it ran" if record else "not started")
             what = f"{summary['status']}: {ending}. Resume goes on from its folder"
         parts.append(f"<p>Run {html.escape(run.name)} ({summary['generations']} generations chosen): "
                      f"{html.escape(what)}</p><p>Folder: {html.escape(str(run.folder.resolve()))}</p>")
@@ -180,11 +184,10 @@ def resume(name, generations):
 
 
 def select(shown, favourites, event: gr.SelectData):
-    """A click on a picture: it becomes a favourite (or stops being one); its tree and its infotext are shown."""
+    """A click on a picture: it becomes a favourite (its box unticked takes it back: gradio tells no second click
+    on the same picture); its tree and its infotext are shown."""
     index = event.index if isinstance(event.index, int) else event.index[0]
-    label = str(index + 1)
-    favourites = [value for value in favourites or [] if value != label] if label in (favourites or []) \
-        else sorted([*(favourites or []), label], key=int)
+    favourites = sorted({*(favourites or []), str(index + 1)}, key=int)
     if not shown:
         return favourites, "", ""
     run = evolution.service().get(shown["run"])
@@ -200,14 +203,16 @@ def _tree(run: EvolutionRun, index: int, shown) -> str:
     first (each with its first picture and prompt; chosen ones marked ✓)."""
     prompt, _ = shown.prompts[index]
     rows = [f"<li><b>Candidate {index + 1} of generation {shown.generation}</b>: {html.escape(prompt)}</li>"]
+    record = run.record()
+    seeds = record.render.seeds if record else [0]
     levels: dict[str, dict] = {}
     for parent in run.lineage(shown)[index]:
         for depth, members in enumerate(evolution.service().ancestry(run.name, parent)):
             for member in members:
                 levels.setdefault(member["id"], {**member, "depth": depth})
     for member in sorted(levels.values(), key=lambda member: (member["depth"], member["id"])):
-        picture = (run.folder / member["folder"] / "seed-0.png").resolve()
-        image = f'<img src="/file={html.escape(str(picture))}" height="48"> ' if picture.is_file() else ""
+        picture = (run.folder / member["folder"] / files.image_name(seeds[0])).resolve()  # written soon if not yet
+        image = f'<img src="/file={html.escape(str(picture))}" alt="" height="48"> '
         mark = " ✓" if member["chosen"] else ""
         rows.append(f'<li style="margin-left:{(member["depth"] + 1) * 1.5}em">{image}{html.escape(member["id"])}{mark}:'
                     f' {html.escape(member["prompt"])}</li>')
@@ -246,6 +251,10 @@ def breed_prompts(first: str, second: str, points: str, seed):
         children = breeding.breed(_parent(first), _parent(second), at, values)
     except InputError as error:
         return f'<p class="prompt-evolution-error">{html.escape(str(error))}</p>', [], []
+    except Exception as error:  # noqa: BLE001 - out of memory and the like: a message, the WebUI goes on
+        log.exception("breeding two prompts failed")
+        return (f'<p class="prompt-evolution-error">breeding failed: {html.escape(type(error).__name__)}: '
+                f'{html.escape(str(error))}</p>', [], [])
     grid = [(_tile(child.images), f"{child.t:g} of the way: {child.prompt}") for child in children]
     message = ("<p>Each child's conditioning is the spherical interpolation of the two prompts'. Its written prompt "
                "(A1111's AND with weights) is an approximation of it: Send to txt2img renders that, not the mix.</p>")
@@ -296,8 +305,8 @@ def build():
                 as_second = gr.Button("Clicked picture as second parent", elem_id="prompt_evolution_as_second")
                 points = gr.Textbox(label="Points between them (0: first, 1: second)", value="0.25, 0.5, 0.75",
                                     elem_id="prompt_evolution_points")
-                seed = gr.Number(label="Seed (-1: the first parent's)", value=-1, precision=0,
-                                 elem_id="prompt_evolution_breed_seed")
+                seed = gr.Number(label="Seed (-1: the first parent picture's; 0 for a typed prompt)", value=-1,
+                                 precision=0, elem_id="prompt_evolution_breed_seed")
             breed_prompts_button = gr.Button("Breed two prompts", variant="primary",
                                              elem_id="prompt_evolution_breed_prompts")
             bred_message = gr.HTML(elem_id="prompt_evolution_bred_message")
