@@ -212,7 +212,8 @@ def _tree(run: EvolutionRun, index: int, shown) -> str:
                 levels.setdefault(member["id"], {**member, "depth": depth})
     for member in sorted(levels.values(), key=lambda member: (member["depth"], member["id"])):
         picture = (run.folder / member["folder"] / files.image_name(seeds[0])).resolve()  # written soon if not yet
-        image = f'<img src="/file={html.escape(str(picture))}" alt="" height="48"> '
+        image = (f'<img src="/file={html.escape(str(picture))}" alt="" height="48" '
+                 'style="display:inline-block;vertical-align:middle;margin:2px 0.5em 2px 0"> ')
         mark = " ✓" if member["chosen"] else ""
         rows.append(f'<li style="margin-left:{(member["depth"] + 1) * 1.5}em">{image}{html.escape(member["id"])}{mark}:'
                     f' {html.escape(member["prompt"])}</li>')
