@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from modules import call_queue, infotext_utils, processing, prompt_parser, sd_samplers, shared
+from modules import infotext_utils, processing, prompt_parser, sd_samplers, shared
 
 from ..breeding import Child, and_prompt, check_points, slerp
 from ..errors import InputError
@@ -125,26 +125,22 @@ def breed(first: dict, second: dict, points: Sequence[float], values: dict) -> l
                          f"(known: {', '.join(evolution.RENDER_NAMES)})")
     settings = evolution.render_values({"batch": 2, **settings, **values})
     children = []
-    with call_queue.queue_lock:
-        shared.state.begin(job="prompt breeding")
-        try:
-            for t in points:
-                p = evolution.processing_job(prompt, negative, settings)
-                mix = Mix(t, other_prompt, other_negative, _steps(p))
-                setattr(p, MIX, mix)
-                processed = processing.process_images(p)
-                if shared.state.interrupted or shared.state.skipped:
-                    raise InputError("breeding was interrupted: no child is kept (its pictures were unfinished)")
-                if mix.error or not mix.applied:
-                    raise InputError(f"the child at {t} could not be mixed: " + (
-                        mix.error or "this WebUI never handed its conditioning to the denoiser hook "
-                                     "(script_callbacks.on_cfg_denoiser)"))
-                written = and_prompt(prompt, other_prompt, t)
-                written_negative = negative if t < 0.5 else other_negative  # no AND in a negative prompt
-                infotexts = [f"{written}\nNegative prompt: {written_negative}\n{text.splitlines()[-1]}"
-                             for text in processed.infotexts[:settings.batch]]
-                pictures = [png_bytes(np.asarray(image.convert("RGB"))) for image in processed.images[:settings.batch]]
-                children.append(Child(t, written, written_negative, False, pictures, infotexts))
-        finally:
-            shared.state.end()
+    with evolution.webui_job("prompt breeding"):
+        for t in points:
+            p = evolution.processing_job(prompt, negative, settings)
+            mix = Mix(t, other_prompt, other_negative, _steps(p))
+            setattr(p, MIX, mix)
+            processed = processing.process_images(p)
+            if shared.state.interrupted or shared.state.skipped:
+                raise InputError("breeding was interrupted: no child is kept (its pictures were unfinished)")
+            if mix.error or not mix.applied:
+                raise InputError(f"the child at {t} could not be mixed: " + (
+                    mix.error or "this WebUI never handed its conditioning to the denoiser hook "
+                                 "(script_callbacks.on_cfg_denoiser)"))
+            written = and_prompt(prompt, other_prompt, t)
+            written_negative = negative if t < 0.5 else other_negative  # no AND in a negative prompt
+            infotexts = [f"{written}\nNegative prompt: {written_negative}\n{text.splitlines()[-1]}"
+                         for text in processed.infotexts[:settings.batch]]
+            pictures = [png_bytes(np.asarray(image.convert("RGB"))) for image in processed.images[:settings.batch]]
+            children.append(Child(t, written, written_negative, False, pictures, infotexts))
     return children

@@ -10,6 +10,7 @@ WebUI's queue lock, so it waits for (and never overlaps) a txt2img job. The Prom
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import threading
 from collections.abc import Sequence
@@ -52,13 +53,21 @@ class QueuedRenderer(WebUIRenderer):
     progress, Interrupt and Skip."""
 
     def render(self, prompts: Sequence[tuple[str, str]]) -> list[Rendered]:
-        with call_queue.queue_lock:
-            shared.state.begin(job="prompt evolution")
-            try:
-                shared.state.job_count = len(prompts) * self.p.n_iter
-                return super().render(prompts)
-            finally:
-                shared.state.end()
+        with webui_job("prompt evolution"):
+            shared.state.job_count = len(prompts) * self.p.n_iter
+            return super().render(prompts)
+
+
+@contextlib.contextmanager
+def webui_job(name: str):
+    """One WebUI job from outside its own queue: behind the queue lock (after any txt2img job), with the WebUI's
+    progress state begun and ended (Interrupt and Skip flags cleared at its start)."""
+    with call_queue.queue_lock:
+        shared.state.begin(job=name)
+        try:
+            yield
+        finally:
+            shared.state.end()
 
 
 def render_values(values: dict) -> WorkerOptions:

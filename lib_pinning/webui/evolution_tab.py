@@ -70,8 +70,17 @@ def _tile(pngs: list[bytes]) -> Image.Image:
     return tile
 
 
+def _error(message: str) -> str:
+    return f'<p class="prompt-evolution-error">{html.escape(message)}</p>'
+
+
+def _clicked(event: gr.SelectData) -> int:
+    """The picture clicked in a gallery (gradio 3 gives its index, gradio 4 may give [row, column])."""
+    return event.index if isinstance(event.index, int) else event.index[0]
+
+
 def _status(run: EvolutionRun | None, message: str = "") -> str:
-    parts = [f'<p class="prompt-evolution-error">{html.escape(message)}</p>'] if message else []
+    parts = [_error(message)] if message else []
     if run is not None:
         summary, shown = run.summary(), run.chooser.shown
         if shown is not None:
@@ -186,7 +195,7 @@ def resume(name, generations):
 def select(shown, favourites, event: gr.SelectData):
     """A click on a picture: it becomes a favourite (its box unticked takes it back: gradio tells no second click
     on the same picture); its tree and its infotext are shown."""
-    index = event.index if isinstance(event.index, int) else event.index[0]
+    index = _clicked(event)
     favourites = sorted({*(favourites or []), str(index + 1)}, key=int)
     if not shown:
         return favourites, "", ""
@@ -246,16 +255,15 @@ def breed_prompts(first: str, second: str, points: str, seed):
     try:
         at = [float(value) for value in (points or "").replace(",", " ").split()]
     except ValueError:
-        return f'<p class="prompt-evolution-error">Points: numbers between 0 and 1, got {html.escape(points)!r}</p>', [], []
+        return _error(f"Points: numbers between 0 and 1, got {points!r}"), [], []
     values = {} if seed in (None, "", -1) else {"seed": int(seed)}
     try:
         children = breeding.breed(_parent(first), _parent(second), at, values)
     except InputError as error:
-        return f'<p class="prompt-evolution-error">{html.escape(str(error))}</p>', [], []
+        return _error(str(error)), [], []
     except Exception as error:  # noqa: BLE001 - out of memory and the like: a message, the WebUI goes on
         log.exception("breeding two prompts failed")
-        return (f'<p class="prompt-evolution-error">breeding failed: {html.escape(type(error).__name__)}: '
-                f'{html.escape(str(error))}</p>', [], [])
+        return _error(f"breeding failed: {type(error).__name__}: {error}"), [], []
     grid = [(_tile(child.images), f"{child.t:g} of the way: {child.prompt}") for child in children]
     message = ("<p>Each child's conditioning is the spherical interpolation of the two prompts'. Its written prompt "
                "(A1111's AND with weights) is an approximation of it: Send to txt2img renders that, not the mix.</p>")
@@ -263,7 +271,7 @@ def breed_prompts(first: str, second: str, points: str, seed):
 
 
 def select_child(infotexts, event: gr.SelectData):
-    index = event.index if isinstance(event.index, int) else event.index[0]
+    index = _clicked(event)
     return infotexts[index] if infotexts and index < len(infotexts) else ""
 
 
