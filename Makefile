@@ -9,8 +9,10 @@ STAMP := $(VENV)/.installed
 demo: $(STAMP)
 	$(PY) -m lib_pinning demo --out runs/demo
 
+# Two workers, each taking whole test files (module-scoped fixtures are built once): 5 min 30 s in one process
+# on 2 cores, about 3 min 20 s in two.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 venv: $(STAMP)
 

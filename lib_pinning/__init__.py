@@ -2,10 +2,11 @@
 
 Options: options (every user option, typed, once), errors (bad input). Prompt text: emphasis (A1111's attention
 syntax), words (CLIP's word units), frozen_syntax (parts never evolved), genome (prompt <-> evolvable words and the
-pinned prompt). Search: search (CMA-ES). Scoring: flip (torch LDR-FLIP), losses (loss modes, Hyperbatch tree
+pinned prompt), tags (prompt <-> tags present or absent). Search: search (CMA-ES), genetic (a genetic algorithm over
+tags, for prompt evolution). Scoring: flip (torch LDR-FLIP), losses (loss modes, Hyperbatch tree
 weighting), objective (the loss of a batch), images (target images), chooser (a person's choice as the fitness:
 prompt evolution), breeding (children of two candidates' genes, and of two prompts' conditioning), winners (which
-words the chosen individuals raised). Rendering: rendering (the renderer
+words the chosen individuals raised, or which tags they had). Rendering: rendering (the renderer
 protocol), embedded (closed-form diffusion model), noise (seeded noise), samplers (k-diffusion by name), forks
 and hyperbatch (forking samplers). The run: job (the one job builder), engine (the loop), record (run.json),
 observer (progress, best, log lines), runfile (run folders), runner (a job run in its folder), report/ (the run

@@ -31,13 +31,22 @@ def litter(count: int) -> int:
     return min(CHILDREN, count)
 
 
-def lineage(count: int, drawn_around: Sequence[str], bred: dict | None) -> list[list[str]]:
+def lineage(count: int, drawn_around: Sequence, bred: dict | None) -> list[list[str]]:
     """Each of a generation's `count` candidates' parents: the bred pair's ids for its children (`bred`: the
-    engine's {"parents": [id, id], "genes": [...]}, or None), the ids CMA-ES drew the others around."""
-    if bred is None:
-        return [list(drawn_around) for _ in range(count)]
-    children = litter(count)
-    return [list(bred["parents"]) for _ in range(children)] + [list(drawn_around) for _ in range(count - children)]
+    engine's {"parents": [id, id], "genes": [...]}, or None), for the others the ids CMA-ES drew them all around
+    (a list of ids) or each one's own (a list of lists of ids: the genetic algorithm's pairs)."""
+    if drawn_around and all(isinstance(parents, list) for parents in drawn_around):
+        own = [list(parents) for parents in drawn_around]
+    else:
+        own = [list(drawn_around) for _ in range(count)]
+    children = 0 if bred is None else litter(count)
+    return [list(bred["parents"]) for _ in range(children)] + own[children:count]
+
+
+def named(drawn_around: Sequence, ids: Sequence[str]) -> list:
+    """A search's `drawn_around` (indices, or lists of indices per child) with each index replaced by its id."""
+    return [[ids[index] for index in parents] if isinstance(parents, list) else ids[parents]
+            for parents in drawn_around]
 
 
 def children(first: Sequence[float], second: Sequence[float], count: int, seed: Sequence[int]) -> list[np.ndarray]:

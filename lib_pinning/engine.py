@@ -79,7 +79,7 @@ class PinningRun:
         self.error: BaseException | None = None
         self._lowest_loss = math.inf
         self._best_distance = math.inf
-        self._parents: list[str] = []  # the ids the next generation is drawn around (a chooser run records them)
+        self._parents: list = []  # the ids the next generation is drawn around, or each child's (a chooser run)
         self._bred: dict | None = None  # a chooser run: the pair whose children begin the next generation
 
     # -- bookkeeping -------------------------------------------------------------------------------------
@@ -216,7 +216,7 @@ class PinningRun:
                                           seconds_loss, score.place, score.chosen, parents[number]))
         losses = [individual.loss for individual in individuals]
         self.search.tell(candidates, losses)  # refuses a loss that is not finite
-        self._parents = [individuals[number].id for number in self.search.drawn_around]
+        self._parents = breeding.named(self.search.drawn_around, [individual.id for individual in individuals])
         self._bred = None if objective.bred is None else {
             "parents": [individuals[number].id for number in objective.bred],
             "genes": [individuals[number].weights for number in objective.bred]}

@@ -28,8 +28,10 @@ from .observer import Observer
 from .options import Context, PinOptions
 from .record import GenomeRecord, ObjectiveRecord, RenderRecord, RunRecord
 from .rendering import Renderer
+from .genetic import GeneticSearch
 from .search import Search
 from .semantic import Embedder
+from .tags import TagGenome
 
 log = logging.getLogger(__name__)
 MAX_GENES = 1000  # CMA-ES keeps an N x N covariance and decomposes it every generation
@@ -47,9 +49,9 @@ class RenderPlan:
 
 @dataclass
 class Job:
-    genome: Genome
+    genome: Genome | TagGenome
     options: PinOptions       # every formula default resolved
-    search: Search
+    search: Search | GeneticSearch
     objective: Objective
     renderer: Renderer
     record: RunRecord
@@ -77,8 +79,10 @@ def build_job(options: PinOptions, prompt: str, negative_prompt: str, plan: Rend
     where the chooser's choice in each generation is the fitness (lib_pinning.chooser) instead of a loss; it
     never stops by itself (patience, restarts, stop at loss and the first look are off).
     """
-    genome = build_genome(prompt, negative_prompt, options.granularity, embeddings, keep=options.keep,
-                          punctuation=options.punctuation)
+    _check_evolve(options, chooser)
+    genome = TagGenome(prompt, negative_prompt, options.tag_pool) if options.evolve == "tags" else \
+        build_genome(prompt, negative_prompt, options.granularity, embeddings, keep=options.keep,
+                     punctuation=options.punctuation)
     if len(genome) > MAX_GENES:
         raise InputError(f"the prompts have {len(genome)} words to pin: at most {MAX_GENES} can be (one weight each); "
                          "pin fewer: one gene per comma-separated tag (Gene per: tag, --granularity tag), words kept "
@@ -88,7 +92,8 @@ def build_job(options: PinOptions, prompt: str, negative_prompt: str, plan: Rend
     if chooser is not None:
         _check_choice(resolved, len(targets))
         resolved = replace(resolved, patience=0, restarts=0, target_loss=0.0, first_look=0)
-    search = Search(len(genome), resolved)
+    search = GeneticSearch(genome.base_weights(), resolved) if options.evolve == "tags" else \
+        Search(len(genome), resolved)
     mode = loss_mode(resolved.loss_mode)
     if chooser is not None:
         objective, tree = ChoiceObjective(chooser), None
@@ -116,6 +121,18 @@ def build_job(options: PinOptions, prompt: str, negative_prompt: str, plan: Rend
         genome=GenomeRecord(genome.words, genome.negative_words, genome.base_weights(), list(genome.frozen)),
         notices=notices)
     return Job(genome, resolved, search, objective, make_renderer(resolved), record)
+
+
+def _check_evolve(options: PinOptions, chooser: Chooser | None) -> None:
+    """Tags evolve only by a chooser; their options mean nothing to word weights."""
+    if options.evolve == "tags" and chooser is None:
+        raise InputError("Evolve (evolve): tags is for prompt evolution runs (a chooser's choice is the fitness); a "
+                         "pinning run evolves word weights")
+    if options.evolve != "tags":
+        given = [schema.spec_of(PinOptions, name).title for name in ("tag_pool", "mutation_rate")
+                 if getattr(options, name) != schema.spec_of(PinOptions, name).default]
+        if given:
+            raise InputError(f"{', '.join(given)}: only used when Evolve is tags")
 
 
 def _check_choice(options: PinOptions, target_count: int) -> None:

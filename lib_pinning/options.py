@@ -40,6 +40,8 @@ GROUP_RENDER = "Rendering"
 GROUP_WORKERS = "Workers"
 GROUP_SERVE = "Server"
 GROUP_OBJECTIVE = "Objective"
+GROUP_EVOLUTION = "Prompt evolution"
+EVOLVE = ("weights", "tags")  # what a prompt evolution run evolves: CMA-ES on word weights, or the tags' GA
 
 WEIGHT_SCHEMES = ("superlinear", "linear", "equal")  # DEAP's names for the recombination weights
 DEVICES = ("cpu", "cuda")
@@ -276,6 +278,21 @@ class PinOptions:
     tag_weight: float = option(
         1.0, "float", "Tag weight", "weight of the tag loss", group=GROUP_OBJECTIVE, control="number", minimum=0.0,
         maximum=100.0)
+    evolve: str = option(
+        "weights", "choice", "Evolve",
+        "prompt evolution runs only: weights: CMA-ES evolves one weight per word; tags: a genetic algorithm (DEAP's "
+        "selection, uniform crossover and mutation) switches the prompt's comma-separated tags and the tag pool's "
+        "on and off and moves their weights (σ: the spread of a weight's mutation)", group=GROUP_EVOLUTION,
+        choices=EVOLVE, flag="")
+    tag_pool: tuple = option(
+        (), "words", "Tag pool (comma-separated)",
+        "Evolve tags: extra tags the genetic algorithm may switch on, besides the prompt's own", group=GROUP_EVOLUTION,
+        flag="")
+    mutation_rate: float = option(
+        AUTO, "float", "Mutation rate (-1: 1 / tags)",
+        "Evolve tags: the chance that a child switches each tag on or off, and that it moves each present tag's "
+        "weight", group=GROUP_EVOLUTION, minimum=0.0, maximum=1.0, flag="",
+        auto=Auto("1/N, for N tags", lambda values, context: 1 / context.genes))
 
 
 def _steps(default: int) -> Any:
@@ -698,7 +715,8 @@ def _cell(text: str) -> str:
 
 def markdown_table(kind: str) -> str:
     """The README's option tables: "script_args" (the WebUI's controls), "cli" (the `pin` command's flags),
-    "cli-webui" (its rendering flags with --webui) or "cli-serve" (the `serve` command's flags)."""
+    "cli-webui" (its rendering flags with --webui), "cli-serve" (the `serve` command's flags) or "evolution" (the
+    options only prompt evolution runs take)."""
     if kind == "script_args":
         lines = ["| # | key | label in the UI | default | meaning |", "|---|---|---|---|---|"]
         for index, spec in enumerate(SCRIPT_CONTROLS):
@@ -707,6 +725,16 @@ def markdown_table(kind: str) -> str:
             meaning = spec.help + (f"; -1: {spec.auto.text}" if spec.auto else "") + \
                 (f"; {range_text(spec)}" if spec.kind in ("int", "float") else "")
             lines.append(f"| {index} | `{spec.name}` | {_cell(label)} | `{default}` | {_cell(meaning)} |")
+        return "\n".join(lines)
+    if kind == "evolution":
+        lines = ["| key | label in the tab | default | meaning |", "|---|---|---|---|"]
+        for spec in specs(PinOptions):
+            if spec.group == GROUP_EVOLUTION:
+                meaning = spec.help + (f"; -1: {spec.auto.text}" if spec.auto else "") + \
+                    (f"; {range_text(spec)}" if spec.kind in ("int", "float") else "") + \
+                    (f"; one of {', '.join(spec.choices)}" if spec.choices else "")
+                default = json.dumps(spec_default(spec), ensure_ascii=False)
+                lines.append(f"| `{spec.name}` | {_cell(spec.label)} | `{default}` | {_cell(meaning)} |")
         return "\n".join(lines)
     lines = ["| flag | default | meaning |", "|---|---|---|"]
     for cls in {"cli-webui": (WorkerOptions,), "cli-serve": (ServeOptions,)}.get(kind, (EmbeddedOptions, PinOptions)):
@@ -721,7 +749,7 @@ def markdown_table(kind: str) -> str:
     return "\n".join(lines)
 
 
-README_SECTIONS = {kind: f"<!-- {kind} -->" for kind in ("script_args", "cli", "cli-webui", "cli-serve")}
+README_SECTIONS = {kind: f"<!-- {kind} -->" for kind in ("script_args", "cli", "cli-webui", "cli-serve", "evolution")}
 
 
 def readme_with_tables(text: str) -> str:

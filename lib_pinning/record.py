@@ -32,7 +32,7 @@ BASELINE_FOLDER = "baseline"
 BEST_FOLDER = "best"
 TARGETS_FOLDER = "targets"
 INDEX_FILE = "index.html"
-RUN_PLOTS = ("cma_plot.png", "history.png", "looseness.png", "front.png", "weight_map.png")
+RUN_PLOTS = ("cma_plot.png", "history.png", "looseness.png", "front.png", "weight_map.png", "tags.png")
 GENERATION_FOLDER = re.compile(r"\d{8}")
 
 WORKERS_API = "A1111 HTTP API"  # render.extra["api"] of a run rendered by WebUI workers (pin --webui)

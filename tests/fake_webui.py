@@ -63,7 +63,7 @@ def _gradio() -> ModuleType:
     module = ModuleType("gradio")
     for name in ("Blocks", "Accordion", "File", "Slider", "Number", "Checkbox", "Textbox", "HTML", "Row", "State"):
         setattr(module, name, type(name, (Block,), {}))
-    for name in ("Dropdown", "Button", "Gallery", "CheckboxGroup"):
+    for name in ("Dropdown", "Radio", "Button", "Gallery", "CheckboxGroup"):
         setattr(module, name, type(name, (Event,), {}))
     module.update = lambda **values: dict(values, __type__="update")
     module.SelectData = SimpleNamespace

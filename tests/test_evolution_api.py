@@ -93,6 +93,38 @@ def test_a_scripted_chooser_drives_evolution_runs_through_the_routes_towards_a_h
     assert [row["name"] for row in listed] == names and all(row["status"] == "done" for row in listed)
 
 
+def test_a_scripted_chooser_evolves_tags_through_the_routes_towards_a_hidden_prompt(server):
+    """The same with the genome of tags: the hidden prompt leaves out one of the prompt's tags and adds one of the
+    pool's; the chosen images come closer to it over 5 generations and that pool tag wins, counted as present."""
+    server.app.state.evolution.report = False
+    prompt, pool = "a red circle, blue sky, green grass, soft light", ["night", "moon", "simple", "painting"]
+    settings = {"prototypes": 16, "size": 32, "steps": 6, "batch": 2, "cfg_scale": 1.5, "seed": 7, "generations": 5,
+                "lambda_": 8, "evolve": "tags", "tag_pool": pool}
+    model = EmbeddedModel(count=16, size=32)
+    hidden = "a red circle, green grass, soft light, simple"
+    target = EmbeddedRenderer(model, [7, 8], steps=6, cfg_scale=1.5).render([(hidden, "")])[0].images
+    names, first, last = [], [], []
+    for cma_seed in range(1, 5):
+        started = server.post(f"{V1}/evolutions", json={"prompt": prompt, "options": {**settings, "cma_seed": cma_seed}})
+        assert started.status_code == 200, started.text
+        names.append(started.json()["name"])
+        chooser = ClosestChooser(target, count=3)
+        for generation in range(5):
+            state = waiting(server, names[-1], generation)
+            batches = [Rendered(pictures(candidate)) for candidate in state["waiting"]["candidates"]]
+            assert all(len(candidate["parents"]) == (2 if generation else 0) for candidate in state["waiting"]["candidates"])
+            order = chooser.choose(generation, [], batches).order
+            answer = server.post(f"{V1}/evolutions/{names[-1]}/choice",
+                                 json={"generation": generation, "favourites": list(order)})
+            assert answer.status_code == 200, answer.text
+        assert ended(server, names[-1])["status"] == "done"
+        first.append(np.mean(sorted(chooser.history[0])[:3]))
+        last.append(np.mean(sorted(chooser.history[-1])[:3]))
+    assert np.mean(last) < np.mean(first) / 4
+    winners = server.get(f"{V1}/winners", params={"runs": ",".join(names)}).json()
+    assert (winners[0]["word"], winners[0]["measure"]) == ("simple", "present") and winners[0]["p_value"] < 0.01
+
+
 def test_bad_requests_answer_with_what_is_wrong(server, tmp_path):
     refused = server.post(f"{V1}/evolutions", json={"prompt": "a red circle", "options": {"steps": 0}})
     assert refused.status_code == 422 and "Steps" in refused.json()["detail"]

@@ -23,8 +23,10 @@ def test_the_readme_tables_are_the_schemas():
 def test_every_option_has_a_label_a_help_and_a_flag_unique_to_it(rendering):
     every = [*specs(PinOptions), *specs(rendering)] if rendering is not ServeOptions else [*specs(ServeOptions)]
     for field in (lambda spec: spec.name, lambda spec: spec.label, lambda spec: spec.cli_flag):
-        values = [field(spec) for spec in every]
+        values = [field(spec) for spec in every if spec.flag != ""]  # flag "": not on the command line
         assert len(values) == len(set(values))
+    assert [spec.name for spec in every if spec.flag == ""] == (
+        ["evolve", "tag_pool", "mutation_rate"] if rendering is not ServeOptions else [])  # prompt evolution's
     assert all(len(spec.help) > 15 for spec in every)
     assert [spec.name for spec in SCRIPT_CONTROLS][:25] == [  # version 0.1's positional order, kept
         "targets", "loss_mode", "granularity", "generations", "cma_seed", "sigma", "init_radius", "log", "lambda_",
@@ -38,7 +40,8 @@ def test_every_flag_of_pin_and_serve_comes_from_the_schema(webui):
     commands = build_parser(webui)._subparsers._group_actions[0].choices
     flags = {action.option_strings[0] for action in commands["pin"]._actions if action.option_strings}
     rendering = WorkerOptions if webui else EmbeddedOptions
-    assert flags == {"-h", "--out"} | {spec.cli_flag for spec in [*specs(PinOptions), *specs(rendering)]}
+    assert flags == {"-h", "--out"} | {spec.cli_flag for spec in [*specs(PinOptions), *specs(rendering)]
+                                       if spec.flag != ""}
     flags = {action.option_strings[0] for action in commands["serve"]._actions if action.option_strings}
     assert flags == {"-h"} | {spec.cli_flag for spec in specs(ServeOptions)}
 

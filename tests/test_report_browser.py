@@ -135,6 +135,15 @@ def test_a_prompt_evolution_runs_report_shows_which_words_win(open_report, tmp_p
     assert [row[1] for row in rows] == [f"{s.chosen_raised} of {s.chosen}" for s in expected]
     assert all(s.chosen == 6 and s.rendered == 12 for s in expected)  # 2 of 4 chosen in each of 3 generations
     assert seen["console errors"] == [] and seen["page errors"] == []
+    # a run evolving tags counts the tags present
+    result = evolve("a red circle, blue sky", chooser=Second(), out=tmp_path / "tags", batch=2, steps=3, prototypes=6,
+                    size=16, progress=False, cma_seed=1, generations=2, lambda_=4, evolve="tags", tag_pool=["moon"])
+    page, seen = open_report(tmp_path / "tags" / "index.html")
+    card = page.locator("section.card", has=page.locator("h2", has_text="Which tags win"))
+    assert [text.lower() for text in card.locator("thead th").all_inner_texts()[:2]] == ["tag", "present among the chosen"]
+    rows = [row.split("\t") for row in card.locator("tbody tr").all_inner_texts()]
+    assert sorted(row[0] for row in rows) == ["a red circle", "blue sky", "moon"]
+    assert seen["console errors"] == [] and seen["page errors"] == []
     # a pinning run's report has no such card
     page, _ = open_report(shared_small_run() / "index.html")
     assert page.locator("h2", has_text="Which words win").count() == 0

@@ -148,7 +148,7 @@ def test_the_tab_starts_from_txt2img_clicks_favourites_breeds_and_sends_a_pictur
         "prompt_evolution_infotext"
     txt2img = {"prompt": "a red circle", "negative_prompt": "blue", **SETTINGS}
     run_update, status, grid, favourites, shown, tree, infotext = tab.start(
-        4, 3, 1.0, *[txt2img[name] for name in tab._txt2img])
+        4, 3, 1.0, "weights", "", -1, *[txt2img[name] for name in tab._txt2img])
     assert run_update["value"] == "00001" and "generation 0 waits" in status, status
     assert len(grid) == 4 and grid[0][0].size == (32, 16) and grid[0][1].startswith("1: ")
     assert favourites["choices"] == ["1", "2", "3", "4"] and shown == {"run": "00001", "generation": 0}
@@ -182,13 +182,31 @@ def test_the_tab_starts_from_txt2img_clicks_favourites_breeds_and_sends_a_pictur
 def test_the_tab_says_what_is_wrong_and_keeps_serving(webui):
     tab, made, _ = _tab(webui)
     txt2img = {"prompt": "a red circle", "negative_prompt": "", **SETTINGS, "batch": 1}
-    run_update, status, grid, *_ = tab.start(4, 3, 1.0, *[txt2img[name] for name in tab._txt2img])
+    run_update, status, grid, *_ = tab.start(4, 3, 1.0, "weights", "", -1, *[txt2img[name] for name in tab._txt2img])
     assert "Batch size" in status and grid == []
     assert "no generation is waiting" in tab.next_generation(None, ["1"])[0]
     txt2img["batch"] = 2
-    run_update, status, *_ = tab.start(None, 3, 1.0, *[txt2img[name] for name in tab._txt2img])  # a cleared box
+    run_update, status, *_ = tab.start(None, 3, 1.0, "weights", "", -1,
+                                         *[txt2img[name] for name in tab._txt2img])  # a cleared box
     assert "Lambda" in status and "a whole number is needed, got None" in status
     assert "pick a run" in tab.resume(None, 3)[0]
+    run_update, status, *_ = tab.start(4, 3, 1.0, "weights", "night", -1, *[txt2img[name] for name in tab._txt2img])
+    assert "(tag_pool): only used when Evolve is tags" in status
+
+
+def test_the_tab_evolves_tags_from_the_prompt_and_the_pool_and_counts_the_tags_present(webui):
+    tab, made, _ = _tab(webui)
+    txt2img = {"prompt": "a red circle, blue sky, green grass", "negative_prompt": "dark", **SETTINGS}
+    run_update, status, grid, favourites, shown, *_ = tab.start(
+        4, 3, 0.3, "tags", "night, moon", -1, *[txt2img[name] for name in tab._txt2img])
+    assert shown == {"run": run_update["value"], "generation": 0}, status
+    record = webui.evolution.service().get(run_update["value"]).record()
+    assert record.genome.words == ["a red circle", "blue sky", "green grass", "night", "moon"]
+    assert record.resolved["evolve"] == "tags" and record.resolved["mutation_rate"] == 0.2  # 1 / 5 tags
+    status, grid, favourites, shown, *_ = tab.next_generation(shown, ["1", "2"])
+    assert shown["generation"] == 1, status
+    table = tab.winners(run_update["value"])
+    assert "<th>Tag</th><th>Present among the chosen</th>" in table and "<td>blue sky</td>" in table
 
 
 # --- breeding two prompts -------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from ..runfile import write_bytes_atomic as write_bytes  # noqa: F401  (the repo
 from ..runfile import write_json_atomic as write_json  # noqa: F401
 
 INDEX = INDEX_FILE
-CMA_PLOT, HISTORY_PLOT, LOOSENESS_PLOT, FRONT_PLOT, WEIGHT_MAP_PLOT = RUN_PLOTS
+CMA_PLOT, HISTORY_PLOT, LOOSENESS_PLOT, FRONT_PLOT, WEIGHT_MAP_PLOT, TAGS_PLOT = RUN_PLOTS
 GENERATION_PLOT = "generation_loss_plot.png"
 STATS = "stats.json"
 LOSS_PLOT = "loss_plot.png"

@@ -20,7 +20,8 @@ from . import files, weight_map
 ASSETS = Path(__file__).parent / "assets"
 PLOT_TITLES = {files.CMA_PLOT: "CMA-ES state per generation", files.HISTORY_PLOT: "Loss per evaluation",
                files.LOOSENESS_PLOT: "Which words are pinned", files.FRONT_PLOT: "Size limiter: loss vs distance",
-               files.WEIGHT_MAP_PLOT: "Weight map: where the good weights lie, and the words they raise and lower"}
+               files.WEIGHT_MAP_PLOT: "Weight map: where the good weights lie, and the words they raise and lower",
+               files.TAGS_PLOT: "Tags present per generation"}
 INDIVIDUAL_FIELDS = ("folder", "id", "loss", "prompt", "negative_prompt", "seconds_render", "seconds_loss")
 GENERATION_FIELDS = ("index", "best_loss", "mean_loss", "sigma", "evaluations")
 

@@ -11,7 +11,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from ..record import Individual, RunRecord
 from .context import gene_labels
@@ -60,6 +60,36 @@ def cma_figure(record: RunRecord) -> Figure:
     for axes in (values, centroid, scales, stds):
         axes.grid(True, alpha=0.3)
     figure.suptitle("CMA-ES state per generation")
+    return figure
+
+
+def tags_shares(record: RunRecord) -> dict[str, np.ndarray]:
+    """Per generation (rows) and tag (columns) of a run evolving tags: the share of its candidates with the tag
+    present, and of its chosen ones (NaN where none was chosen)."""
+    bases = np.asarray(record.genome.base_weights, dtype=float)
+    shares = {"rendered": [], "chosen": []}
+    for generation in record.generations:
+        present = np.array([np.abs(bases + np.asarray(individual.weights)) > 0 for individual in generation.individuals])
+        chosen = np.array([individual.chosen for individual in generation.individuals])
+        shares["rendered"].append(present.mean(0))
+        shares["chosen"].append(present[chosen].mean(0) if chosen.any() else np.full(len(bases), np.nan))
+    return {name: np.array(rows) for name, rows in shares.items()}
+
+
+def tags_figure(record: RunRecord) -> Figure:
+    """Two panels, one line per tag: the share of each generation's candidates with it, and of its chosen ones."""
+    shares, labels = tags_shares(record), gene_labels(record)
+    x = np.array([generation.index for generation in record.generations])
+    figure = new_figure(12, max(4.5, 0.14 * min(len(labels), MAX_LABELLED)))
+    figure.subplots_adjust(left=0.07, right=0.86, bottom=0.12, top=0.88, wspace=0.35)
+    for axes, name, title in zip(figure.subplots(1, 2, sharey=True), ("rendered", "chosen"),
+                                 ("Share of the candidates with the tag", "Share of the chosen with the tag")):
+        _gene_lines(axes, x, shares[name], name, labels, log=False)
+        label(axes, title, xlabel="generation")
+        axes.set_ylim(-0.05, 1.05)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.grid(True, alpha=0.3)
+    figure.suptitle("Tags present per generation")
     return figure
 
 

@@ -69,6 +69,8 @@ def run_plots(record: RunRecord) -> dict:
     """The per-run plots this record gets (none before a generation has finished): file name -> figure maker."""
     if not record.generations:
         return {}
+    if record.resolved.get("evolve") == "tags":  # a genetic algorithm's tags: no CMA-ES state, no weight to loosen
+        return {files.TAGS_PLOT: run_figures.tags_figure, files.HISTORY_PLOT: run_figures.history_figure}
     plots = {files.CMA_PLOT: run_figures.cma_figure, files.HISTORY_PLOT: run_figures.history_figure,
              files.LOOSENESS_PLOT: run_figures.looseness_figure}
     if record.resolved.get("size_limit", 0) > 0:

@@ -24,7 +24,7 @@ from PIL import Image
 from ..chooser import Choice
 from ..errors import InputError
 from ..evolution import EvolutionRun
-from ..options import PinOptions, spec_of
+from ..options import AUTO, EVOLVE, PinOptions, spec_of
 from ..report import files
 from ..winners import word_statistics
 from . import breeding, evolution
@@ -128,10 +128,11 @@ def refresh(name):
     return (update, *_view(chosen))
 
 
-def start(candidates, generations, sigma, *txt2img):
+def start(candidates, generations, sigma, evolve, tag_pool, mutation_rate, *txt2img):
     values = dict(zip(_txt2img, txt2img))
     prompt, negative = values.pop("prompt", ""), values.pop("negative_prompt", "")
-    values.update(lambda_=candidates, generations=generations, sigma=sigma)  # checked by the options' schema
+    values.update(lambda_=candidates, generations=generations, sigma=sigma, evolve=evolve, tag_pool=tag_pool,
+                  mutation_rate=mutation_rate)  # checked by the options' schema
     try:
         run = evolution.service().start(prompt, negative, values)
     except InputError as error:
@@ -239,8 +240,9 @@ def winners(name):
     rows = "".join(f"<tr><td>{html.escape(s.word)}{' (negative)' if s.side == 'negative' else ''}</td>"
                    f"<td>{s.chosen_raised} of {s.chosen}</td><td>{s.rendered_raised} of {s.rendered}</td>"
                    f"<td>{s.p_value:.3g}</td></tr>" for s in statistics)
-    return ('<table class="prompt-evolution-winners"><tr><th>Word</th><th>Raised among the chosen</th>'
-            f"<th>Raised among all rendered</th><th>p (exact test)</th></tr>{rows}</table>")
+    unit, counted = ("Tag", "Present") if statistics and statistics[0].measure == "present" else ("Word", "Raised")
+    return (f'<table class="prompt-evolution-winners"><tr><th>{unit}</th><th>{counted} among the chosen</th>'
+            f"<th>{counted} among all rendered</th><th>p (exact test)</th></tr>{rows}</table>")
 
 
 def _parent(text: str) -> dict:
@@ -288,6 +290,12 @@ def build():
                                     elem_id="prompt_evolution_generations")
             sigma = gr.Number(label=spec_of(PinOptions, "sigma").label, value=SIGMA, elem_id="prompt_evolution_sigma")
         with gr.Row():
+            evolve = gr.Radio(label=spec_of(PinOptions, "evolve").label, choices=list(EVOLVE), value="weights",
+                              elem_id="prompt_evolution_evolve")
+            tag_pool = gr.Textbox(label=spec_of(PinOptions, "tag_pool").label, elem_id="prompt_evolution_tag_pool")
+            mutation_rate = gr.Number(label=spec_of(PinOptions, "mutation_rate").label, value=AUTO,
+                                      elem_id="prompt_evolution_mutation_rate")
+        with gr.Row():
             start_button = gr.Button("Start from txt2img", variant="primary", elem_id="prompt_evolution_start")
             stop_button = gr.Button("Stop", elem_id="prompt_evolution_stop")
             resume_button = gr.Button("Resume", elem_id="prompt_evolution_resume")
@@ -326,7 +334,8 @@ def build():
         view = [status, grid, favourites, shown, tree, infotext]
         refresh_button.click(refresh, inputs=[run], outputs=[run, *view])
         run.select(lambda name: _view(name), inputs=[run], outputs=view)
-        start_button.click(start, inputs=[candidates, generations, sigma, *_txt2img.values()], outputs=[run, *view])
+        start_button.click(start, inputs=[candidates, generations, sigma, evolve, tag_pool, mutation_rate,
+                                          *_txt2img.values()], outputs=[run, *view])
         next_button.click(next_generation, inputs=[shown, favourites], outputs=view)
         breed_button.click(breed, inputs=[shown, favourites], outputs=view)
         stop_button.click(stop, inputs=[run], outputs=view)

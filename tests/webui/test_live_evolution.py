@@ -35,13 +35,18 @@ def open_tab(page) -> None:
     page.wait_for_selector("#prompt_evolution_start", state="visible")
 
 
-def test_favourites_for_three_generations_a_breeding_send_to_txt2img_and_a_reload(page, webui):
-    page.fill("#txt2img_prompt textarea", PROMPT)
+def start_in_txt2img(page, prompt: str) -> None:
+    """txt2img's prompt and small settings (64², 2 steps, batch 2, seed SEED), then the tab."""
+    page.fill("#txt2img_prompt textarea", prompt)
     page.fill("#txt2img_neg_prompt textarea", NEGATIVE)
     for control, value in (("width", 64), ("height", 64), ("steps", 2), ("batch_size", 2)):
         set_number(page, f"#txt2img_{control} input[type=number]", value)
     page.fill("#txt2img_seed input", str(SEED))
     open_tab(page)
+
+
+def test_favourites_for_three_generations_a_breeding_send_to_txt2img_and_a_reload(page, webui):
+    start_in_txt2img(page, PROMPT)
     set_number(page, "#prompt_evolution_candidates input", 4)
     set_number(page, "#prompt_evolution_generations input", 8)
     page.click("#prompt_evolution_start")
@@ -122,3 +127,27 @@ def test_two_different_prompts_breed_children_unlike_both_parents_and_each_other
     assert [child["negative_prompt"] for child in children] == ["blurry", "", ""]
     refused = webui.request(f"{V1}/breed", {**body, "second": {"infotext": infotext}})
     assert refused[0] == 422 and "same prompts" in refused[1]["detail"]
+
+
+def test_tags_evolve_from_the_tab_with_a_pool_and_the_tags_present_are_counted(page, webui):
+    start_in_txt2img(page, "a red cube, on a table, soft light")
+    set_number(page, "#prompt_evolution_candidates input", 4)
+    set_number(page, "#prompt_evolution_generations input", 3)
+    page.locator("#prompt_evolution_evolve label", has_text="tags").click()
+    page.fill("#prompt_evolution_tag_pool textarea", "night, moon")
+    page.click("#prompt_evolution_start")
+    name = re.search(r"Run (\d{5})", wait_status(page, "generation 0 waits")).group(1)
+    click_pictures(page, 0, 1)
+    page.click("#prompt_evolution_next")
+    wait_status(page, "generation 1 waits")
+    shown = webui.get(f"{V1}/evolutions/{name}")["waiting"]
+    assert all(len(candidate["parents"]) == 2 for candidate in shown["candidates"])  # two of the favourites each
+    assert all(set(candidate["parents"]) <= {"0000-000", "0000-001"} for candidate in shown["candidates"])
+    page.click("#prompt_evolution_winners_button")
+    page.wait_for_function("document.querySelector('#prompt_evolution_winners').innerText.includes('Present')",
+                           timeout=30_000)
+    winners = webui.get(f"{V1}/winners?runs={name}")
+    assert {row["word"] for row in winners} == {"a red cube", "on a table", "soft light", "night", "moon"}
+    assert all(row["measure"] == "present" for row in winners)
+    page.click("#prompt_evolution_stop")
+    wait_status(page, "interrupted")

@@ -255,20 +255,24 @@
       el("table", { className: "generations" }, el("thead", {}, head), el("tbody", {}, ...rows))));
   }
 
-  // A prompt evolution run: each word raised among the chosen against all rendered (lib_pinning.winners).
+  // A prompt evolution run: each word raised (each tag present, when it evolves tags) among the chosen against all
+  // rendered (lib_pinning.winners).
   function winners() {
     if (!data.winners.length) return null;
+    const tags = data.winners[0].measure === "present";
+    const counted = tags ? "Present" : "Raised";
     const numeric = (text) => el("td", { className: "num", textContent: text });
     const rows = data.winners.map((word) => el("tr", {},
       el("td", { textContent: word.word + (word.side === "negative" ? " (negative prompt)" : "") }),
       numeric(word.chosen_raised + " of " + word.chosen), numeric(word.rendered_raised + " of " + word.rendered),
       numeric(Number(word.p_value).toPrecision(3)),
       numeric(number(word.interval[0], 2) + " – " + number(word.interval[1], 2))));
-    const head = el("tr", {}, ...["Word", "Raised among the chosen", "Raised among all rendered", "p",
-      "95 % interval (chosen)"].map((text) => el("th", { textContent: text })));
-    return card("Which words win",
-      note("Words whose weight rose above the prompt's, among the individuals chosen and among all rendered; p: " +
-        "one-sided exact test of \"raised more often among the chosen\", within each generation."),
+    const head = el("tr", {}, ...[tags ? "Tag" : "Word", counted + " among the chosen", counted + " among all rendered",
+      "p", "95 % interval (chosen)"].map((text) => el("th", { textContent: text })));
+    return card(tags ? "Which tags win" : "Which words win",
+      note((tags ? "Tags present in the prompt" : "Words whose weight rose above the prompt's") +
+        ", among the individuals chosen and among all rendered; p: one-sided exact test of \"" +
+        (tags ? "present" : "raised") + " more often among the chosen\", within each generation."),
       el("table", { className: "winners" }, el("thead", {}, head), el("tbody", {}, ...rows)));
   }
 

@@ -1,0 +1,188 @@
+"""Prompt evolution of tags present or absent (lib_pinning.tags, lib_pinning.genetic): the genome of a prompt's
+comma-separated tags and a pool, the genetic algorithm's selection, crossover and mutation (DEAP's operators), the
+record of every child's two parents, resume, and which tags win."""
+
+import random
+
+import numpy as np
+import pytest
+
+from lib_pinning.chooser import Choice
+from lib_pinning.embedded_run import evolve, pin, resume
+from lib_pinning.errors import InputError
+from lib_pinning.genetic import WEIGHT_RANGE
+from lib_pinning.rendering import RunStopped
+from lib_pinning.tags import TagGenome, split_tags
+from lib_pinning.winners import word_statistics
+from report_support import without_timings
+
+SMALL = dict(batch=2, steps=4, prototypes=6, size=16, progress=False, cma_seed=3, generations=4, lambda_=6,
+             evolve="tags", report=False)
+PROMPT = "a red circle, blue sky, (green grass:1.2), <lora:x:1>, night"
+
+
+# --- the genome ------------------------------------------------------------------------------------------------
+
+
+def test_tags_are_the_comma_separated_parts_outside_brackets():
+    assert split_tags(" a, (b, c:1.2) ,, [d, e:f:3], g\\, h ,") == ["a", "(b, c:1.2)", "[d, e:f:3]", "g\\, h"]
+    with pytest.raises(InputError, match="closes a bracket it never opened"):
+        split_tags("a), b")
+    with pytest.raises(InputError, match="leaves a bracket open"):
+        split_tags("(a, b")
+
+
+def test_the_genome_writes_the_tags_present_with_their_weights():
+    genome = TagGenome(PROMPT, "dark", pool=["moon", "night", "stars"])
+    assert genome.words == ["a red circle", "blue sky", "(green grass:1.2)", "night", "moon", "stars"]
+    assert genome.base_weights() == [1, 1, 1, 1, 0, 0] and genome.frozen == ("<lora:x:1>",)
+    assert genome.notes == ("tag pool: already in the prompt, so not added twice: night",)
+    assert genome.prompt([0] * 6) == ("a red circle, blue sky, (green grass:1.2), <lora:x:1>, night", "dark")
+    # a prompt tag's gene -1 leaves it out, another weight wraps it; a pool tag's gene w adds it at weight w
+    assert genome.prompt([-1, 0.25, -0.5, 0, 1, 0.123456]) == (
+        "(blue sky:1.25), ((green grass:1.2):0.5), <lora:x:1>, night, moon, (stars:0.1235)", "dark")
+
+
+@pytest.mark.parametrize("prompt, pool, says", [
+    ("<lora:x:1>", (), "no tag to switch on or off"),
+    ("a, b", ("c, d",), "'c, d' is not one tag"),
+    ("a, b", ("(c",), "is not one tag"),
+    ("a, b", ("x AND y",), "is not one tag"),
+    ("a), b", (), "closes a bracket")])
+def test_a_prompt_or_pool_without_tags_to_evolve_is_refused_before_anything_is_written(tmp_path, prompt, pool, says):
+    with pytest.raises(InputError, match=says):
+        evolve(prompt, chooser=Favourites([0]), out=tmp_path / "run", tag_pool=pool, **SMALL)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("values, says", [(dict(evolve="tags"), "Evolve.*prompt evolution runs"),
+                                          (dict(tag_pool=("moon",)), "Tag pool.*only used when Evolve is tags"),
+                                          (dict(mutation_rate=0.5), "Mutation rate.*only used when Evolve is tags")])
+def test_tag_options_are_refused_where_they_mean_nothing(tmp_path, values, says):
+    with pytest.raises(InputError, match=says):
+        pin("a red circle", out=tmp_path / "run", **{**SMALL, "evolve": "weights", **values})
+    assert not (tmp_path / "run").exists()
+
+
+# --- the genetic algorithm ------------------------------------------------------------------------------------
+
+
+class Favourites:
+    """Picks the given candidates, or (`present`) those whose prompt has that tag; stops at `stop_at`."""
+
+    def __init__(self, picks=(), present: str | None = None, stop_at: int | None = None, breed_at: int | None = None):
+        self.picks, self.present, self.stop_at, self.breed_at = list(picks), present, stop_at, breed_at
+        self.seen = []
+
+    def choose(self, generation, prompts, batches):
+        self.seen.append(generation)
+        if generation == self.stop_at:
+            raise RunStopped()
+        if generation == self.breed_at:
+            return Choice.breeding(0, 1)
+        if self.present is not None:
+            having = [index for index, (prompt, _) in enumerate(prompts) if self.present in split_tags(prompt)]
+            return Choice.favourites(having or [0])
+        return Choice.favourites(self.picks)
+
+
+def _individuals(record):
+    return {individual.id: individual for generation in record.generations for individual in generation.individuals}
+
+
+def _present(individual, bases):
+    return [abs(base + gene) > 0 for base, gene in zip(bases, individual.weights)]
+
+
+def test_without_mutation_every_child_takes_each_tag_from_one_of_its_two_chosen_parents(tmp_path):
+    record = evolve(PROMPT, chooser=Favourites([0, 2, 3]), tag_pool=["moon", "stars"], mutation_rate=0.0,
+                    **SMALL).record
+    found = _individuals(record)
+    for before, generation in zip(record.generations, record.generations[1:]):
+        chosen = {individual.id for individual in before.individuals if individual.chosen}
+        assert chosen == {before.individuals[index].id for index in (0, 2, 3)}
+        for child in generation.individuals:
+            assert len(child.parents) == 2 and set(child.parents) <= chosen, child.parents
+            first, second = (found[parent].weights for parent in child.parents)
+            assert all(gene in (a, b) for gene, a, b in zip(child.weights, first, second)), child.id
+
+
+def test_with_mutation_rate_1_every_tag_of_every_child_switches(tmp_path):
+    """cxUniform then mutFlipBit at rate 1: each tag is the opposite of one parent's, and present ones keep a weight
+    in WEIGHT_RANGE (mutGaussian clipped)."""
+    record = evolve(PROMPT, chooser=Favourites([1, 4]), tag_pool=["moon"], mutation_rate=1.0, sigma=0.5,
+                    **SMALL).record
+    bases, found = record.genome.base_weights, _individuals(record)
+    first_generation = record.generations[0].individuals
+    assert all(_present(individual, bases) == [False, False, False, False, True] for individual in first_generation)
+    for generation in record.generations[1:]:
+        for child in generation.individuals:
+            present = _present(child, bases)
+            parents = [_present(found[parent], bases) for parent in child.parents]
+            assert all(p != a for p, a, b in zip(present, *parents) if a == b), child.id  # flipped from c ∈ {a, b}
+            weights = [round(abs(base + gene), 4) for base, gene in zip(bases, child.weights)]
+            assert all(WEIGHT_RANGE[0] <= weight <= WEIGHT_RANGE[1] for weight in weights if weight), weights
+
+
+def test_a_generations_children_differ_from_their_parents_and_each_other_and_the_global_rngs_are_untouched():
+    records = []
+    for seed in (11, 12):  # the run neither depends on the global RNGs nor changes them
+        random.seed(seed)
+        np.random.seed(seed)
+        before = random.getstate(), np.random.get_state()[1].copy()
+        records.append(evolve(PROMPT, chooser=Favourites([0, 1]), tag_pool=["moon", "stars"], **SMALL).record)
+        assert random.getstate() == before[0] and (np.random.get_state()[1] == before[1]).all()
+    record = records[0]
+    assert [i.prompt for i in _individuals(record).values()] == [i.prompt for i in _individuals(records[1]).values()]
+    found = _individuals(record)
+    for generation in record.generations:
+        prompts = [individual.prompt for individual in generation.individuals]
+        assert len(set(prompts)) == len(prompts)
+        for child in generation.individuals:
+            assert all(found[parent].prompt != child.prompt for parent in child.parents)
+    assert record.generations[0].individuals[0].prompt != record.baseline.prompt
+
+
+def test_a_tag_run_stopped_and_resumed_ends_as_the_uninterrupted_run(tmp_path):
+    options = dict(SMALL, tag_pool=["moon", "stars"], generations=5)
+    whole = evolve(PROMPT, chooser=Favourites([0, 3], breed_at=1), out=tmp_path / "whole", **options)
+    stopped = evolve(PROMPT, chooser=Favourites([0, 3], breed_at=1, stop_at=2), out=tmp_path / "part", **options)
+    assert stopped.status == "interrupted" and len(stopped.record.generations) == 2
+    chooser = Favourites([0, 3], breed_at=1)
+    resumed = resume(tmp_path / "part", chooser=chooser, progress=False, report=False)
+    assert chooser.seen == [2, 3, 4]
+    assert without_timings(resumed.record) == without_timings(whole.record)
+    bred = whole.record.generations[2].individuals[0]  # the breeding's first child: both parents
+    assert bred.parents == [whole.record.generations[1].individuals[index].id for index in (0, 1)]
+
+
+def test_which_tags_win_names_the_pool_tag_the_chooser_wants_present(tmp_path):
+    record = evolve("a red circle, blue sky, green grass", chooser=Favourites(present="moon"),
+                    tag_pool=["moon", "stars", "night"], **{**SMALL, "generations": 5}).record
+    statistics = word_statistics([record])
+    assert statistics[0].word == "moon" and statistics[0].measure == "present" and statistics[0].p_value < 0.01
+    assert statistics[0].chosen_raised == statistics[0].chosen  # every favourite has it
+    with pytest.raises(InputError, match="evolve different things"):
+        weights = evolve("a red circle", chooser=Favourites([0]), **{**SMALL, "evolve": "weights"}).record
+        word_statistics([record, weights])
+
+
+def test_the_report_of_a_tag_run_plots_the_share_of_each_tag_present_per_generation(tmp_path):
+    from lib_pinning.report import files, run_figures
+    from lib_pinning.report.figures import png
+
+    options = {**SMALL, "report": True, "generations": 3}
+    record = evolve(PROMPT, chooser=Favourites([1, 2]), tag_pool=["moon"], out=tmp_path / "run", **options).record
+    figure = run_figures.tags_figure(record)
+    lines = {line.get_gid(): line for axes in figure.axes for line in axes.get_lines()}
+    for tag in range(len(record.genome.words)):  # counted here from the prompts each individual was rendered with
+        tag_text = record.genome.words[tag]
+        having = [[tag_text in split_tags(individual.prompt) or f"({tag_text}:" in individual.prompt
+                   for individual in generation.individuals] for generation in record.generations]
+        chosen = [[h for h, individual in zip(row, generation.individuals) if individual.chosen]
+                  for row, generation in zip(having, record.generations)]
+        assert list(lines[f"rendered {tag}"].get_ydata()) == [np.mean(row) for row in having], tag_text
+        assert list(lines[f"chosen {tag}"].get_ydata()) == [np.mean(row) for row in chosen], tag_text
+    assert (tmp_path / "run" / files.TAGS_PLOT).read_bytes() == png(figure)
+    assert not (tmp_path / "run" / files.CMA_PLOT).exists()  # a genetic algorithm has no CMA-ES state
+    assert "Tags present per generation" in (tmp_path / "run" / files.INDEX).read_text(encoding="utf-8")
