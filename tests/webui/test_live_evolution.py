@@ -37,6 +37,8 @@ def open_tab(page) -> None:
 
 def start_in_txt2img(page, prompt: str) -> None:
     """txt2img's prompt and small settings (64², 2 steps, batch 2, seed SEED), then the tab."""
+    page.locator("#tabs button", has_text="txt2img").first.click()
+    page.wait_for_selector("#txt2img_prompt textarea", state="visible")
     page.fill("#txt2img_prompt textarea", prompt)
     page.fill("#txt2img_neg_prompt textarea", NEGATIVE)
     for control, value in (("width", 64), ("height", 64), ("steps", 2), ("batch_size", 2)):
