@@ -11,8 +11,8 @@
 #   bench/gpu.sh --write OUT            here: append OUT's sections to docs/BENCHMARKS.md and redraw
 #                                       hyperbatch_efficiency_plots.png from OUT's numbers
 #
-# Steps, each under its own time limit so that one step's trouble leaves the others' figures: the ꟻLIP test of GPU
-# against CPU (tests/test_flip.py::test_gpu_matches_cpu), ꟻLIP at 512² and 1024² (bench/flip.py), Hyperbatch on an
+# Steps, each under its own time limit so that one step's trouble leaves the others' figures: the tests that need
+# a GPU (ꟻLIP on the GPU against the CPU, prompt evolution on a CUDA device against the CPU), ꟻLIP at 512² and 1024² (bench/flip.py), Hyperbatch on an
 # SD1.5-shaped UNet at B = 8 and 16 with the sibling diversity, then B = 64 alone, one timed run per sampler
 # (bench/hyperbatch.py; --write merges the two), and one pinning run rendered by that UNet and a VAE decoder
 # (bench/overhead.py --renderer unet). PYTHON picks the interpreter (default: .venv's, else python3).
@@ -89,7 +89,8 @@ else
   # and 16 with the diversity at every second fork step 161 s (here every fourth), one timed run per sampler at
   # B = 64 69 s, the overhead step (warm-up, a 2-generation run per recorder, the report rebuilt) about 140 s.
   step machine 10 bash -c 'nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv; nproc'
-  step test-gpu-matches-cpu 20 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_flip.py -k gpu_matches_cpu
+  step test-gpu 90 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_flip.py tests/test_tag_evolution.py \
+    -k "gpu_matches_cpu or cuda_device"
   step flip 40 "$PYTHON" bench/flip.py --sizes 512 1024 --oracle-pairs 50 --json "$out/flip.json"
   step hyperbatch 160 "$PYTHON" bench/hyperbatch.py --device cuda --batches 8 16 --json "$out/hyperbatch.json"
   step hyperbatch-64 90 "$PYTHON" bench/hyperbatch.py --device cuda --batches 64 --repeats 1 --speedups-only \

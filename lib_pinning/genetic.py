@@ -1,7 +1,8 @@
 """A genetic algorithm over tags present or absent with their weights (lib_pinning.tags), with DEAP's operators: the
 search of a prompt evolution run that evolves tags ("Evolve: tags").
 
-Each generation's best (a chooser's favourites, or the ranked ones) are selected (`tools.selBest`), every child of
+Each generation's best are selected (`tools.selBest`): those better than the worst — a chooser's favourites, or the
+ranked ones — at most μ unless they tie with the best (every favourite is selected). Every child of
 the next generation has two of them as its parents (drawn at random) and is their uniform crossover
 (`tools.cxUniform`, each tag and its weight from one parent or the other), then mutated: each tag switches on or
 off with the mutation rate (`tools.mutFlipBit`: a present tag is left out, an absent one comes in at weight 1) and
@@ -20,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import threading
 
 import numpy as np
 from deap import base, tools
@@ -28,6 +30,7 @@ from .options import AUTO, PinOptions
 from .search import Candidate
 
 WEIGHT_RANGE = (0.1, 2.0)  # a present tag's weight; beyond ~2 Stable Diffusion burns the picture
+_RANDOM_SWAP = threading.Lock()
 TRIES = 20  # draws of a child before one that repeats a parent or a sibling is taken anyway
 
 
@@ -116,9 +119,7 @@ class GeneticSearch:
             individual.fitness.values = (loss,)
             individual.index = len(individuals)
             individuals.append(individual)
-        worst = max(losses)
-        better = sum(loss < worst for loss in losses) or len(losses)  # the chosen: all when none stands out
-        selected = tools.selBest(individuals, better)
+        selected = tools.selBest(individuals, self._selected_count(losses))
         self._parents = {individual.index: list(individual) for individual in selected}
         indices = sorted(self._parents)
         with self._own_random():
@@ -127,6 +128,13 @@ class GeneticSearch:
         self.evaluations += len(candidates)
         self.best_loss = min(self.best_loss, min(losses))
         self.generation += 1
+
+    def _selected_count(self, losses: list[float]) -> int:
+        """How many parents: those better than the worst (favourites, the ranked), at most μ of them unless they tie
+        with the best (every favourite is a parent); all when none stands out."""
+        better = sum(loss < max(losses) for loss in losses) or len(losses)
+        tied = sum(loss == min(losses) for loss in losses)
+        return min(better, max(self.options.mu, tied))
 
     def _child(self, pair: list[int]) -> _Tags:
         """The crossover of the pair's parents, mutated; of no parents (the first generation): the prompt's."""
@@ -157,13 +165,14 @@ class GeneticSearch:
 
     @contextlib.contextmanager
     def _own_random(self):
-        outside = random.getstate()
-        random.setstate(self._random_state)
-        try:
-            yield
-        finally:
-            self._random_state = random.getstate()
-            random.setstate(outside)
+        with _RANDOM_SWAP:  # runs in other threads (the WebUI's evolution runs) swap one at a time
+            outside = random.getstate()
+            random.setstate(self._random_state)
+            try:
+                yield
+            finally:
+                self._random_state = random.getstate()
+                random.setstate(outside)
 
     # -- the whole state, for resuming a run exactly ------------------------------------------------------
     def snapshot(self) -> dict:

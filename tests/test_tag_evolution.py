@@ -6,12 +6,15 @@ import random
 
 import numpy as np
 import pytest
+import torch
+from PIL import Image
 
-from lib_pinning.chooser import Choice
+from lib_pinning.chooser import Choice, ClosestChooser
+from lib_pinning.embedded import EmbeddedModel
 from lib_pinning.embedded_run import evolve, pin, resume
 from lib_pinning.errors import InputError
 from lib_pinning.genetic import WEIGHT_RANGE
-from lib_pinning.rendering import RunStopped
+from lib_pinning.rendering import Rendered, RunStopped
 from lib_pinning.tags import TagGenome, split_tags
 from lib_pinning.winners import word_statistics
 from report_support import without_timings
@@ -186,3 +189,48 @@ def test_the_report_of_a_tag_run_plots_the_share_of_each_tag_present_per_generat
     assert (tmp_path / "run" / files.TAGS_PLOT).read_bytes() == png(figure)
     assert not (tmp_path / "run" / files.CMA_PLOT).exists()  # a genetic algorithm has no CMA-ES state
     assert "Tags present per generation" in (tmp_path / "run" / files.INDEX).read_text(encoding="utf-8")
+
+
+class Ranks:
+    def __init__(self, answer):
+        self.answer = answer
+
+    def choose(self, generation, prompts, batches):
+        return self.answer
+
+
+def test_a_ranking_selects_its_mu_best_and_favourites_are_all_selected():
+    ranked = evolve(PROMPT, chooser=Ranks(Choice.ranking([5, 4, 3, 2, 1, 0])), tag_pool=["moon"], **SMALL).record
+    assert ranked.resolved["mu"] == 3
+    for before, after in zip(ranked.generations, ranked.generations[1:]):
+        best = {before.individuals[index].id for index in (5, 4, 3)}
+        assert set().union(*(child.parents for child in after.individuals)) <= best
+    liked = evolve(PROMPT, chooser=Ranks(Choice.favourites([0, 1, 2, 3, 4])), tag_pool=["moon"], **SMALL).record
+    for before, after in zip(liked.generations, liked.generations[1:]):
+        parents = set().union(*(child.parents for child in after.individuals))
+        assert parents <= {individual.id for individual in before.individuals[:5]} and len(parents) > 3
+
+
+def _runs_on(device: str, folder) -> dict:
+    """Both genomes' runs, scripted by index (their genes do not depend on the pictures), with reports."""
+    return {kind: evolve(PROMPT, chooser=Favourites([0, 2], breed_at=1), out=folder / f"{kind}-{device}",
+                         **{**SMALL, "evolve": kind, "report": True, "device": device}).record
+            for kind in ("weights", "tags")}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_prompt_evolution_on_a_cuda_device_proposes_and_renders_what_it_does_on_the_cpu(tmp_path):
+    cpu, cuda = _runs_on("cpu", tmp_path), _runs_on("cuda", tmp_path)
+    for kind in ("weights", "tags"):
+        assert cuda[kind].status == "done" and cuda[kind].render.extra["device"].startswith("cuda")
+        assert [i.prompt for i in _individuals(cuda[kind]).values()] == [i.prompt for i in _individuals(cpu[kind]).values()]
+        for seed in cuda[kind].render.seeds:  # 8-bit pictures of the same prompt: at most a level or two apart
+            pictures = [np.asarray(Image.open(tmp_path / f"{kind}-{device}" / "best" / f"seed-{seed}.png"), dtype=int)
+                        for device in ("cpu", "cuda")]
+            assert np.abs(pictures[0] - pictures[1]).max() <= 2, (kind, seed)
+    model = {device: EmbeddedModel(count=6, size=16, device=torch.device(device)) for device in ("cpu", "cuda")}
+    distances = {}
+    for device, each in model.items():  # the scripted chooser's ꟻLIP on the pictures' device
+        batches = [Rendered(each.prototypes[[index, index]]) for index in (1, 4, 2)]
+        distances[device] = ClosestChooser(each.prototypes[4:5], count=2).distances(batches)
+    np.testing.assert_allclose(distances["cuda"], distances["cpu"], atol=1e-5)
