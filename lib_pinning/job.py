@@ -83,6 +83,9 @@ def build_job(options: PinOptions, prompt: str, negative_prompt: str, plan: Rend
     genome = TagGenome(prompt, negative_prompt, options.tag_pool) if options.evolve == "tags" else \
         build_genome(prompt, negative_prompt, options.granularity, embeddings, keep=options.keep,
                      punctuation=options.punctuation)
+    if len(genome) > MAX_GENES and options.evolve == "tags":
+        raise InputError(f"the prompt and the tag pool have {len(genome)} tags: at most {MAX_GENES} can be evolved; "
+                         "use a smaller tag pool")
     if len(genome) > MAX_GENES:
         raise InputError(f"the prompts have {len(genome)} words to pin: at most {MAX_GENES} can be (one weight each); "
                          "pin fewer: one gene per comma-separated tag (Gene per: tag, --granularity tag), words kept "
@@ -128,11 +131,14 @@ def _check_evolve(options: PinOptions, chooser: Chooser | None) -> None:
     if options.evolve == "tags" and chooser is None:
         raise InputError("Evolve (evolve): tags is for prompt evolution runs (a chooser's choice is the fitness); a "
                          "pinning run evolves word weights")
-    if options.evolve != "tags":
-        given = [schema.spec_of(PinOptions, name).title for name in ("tag_pool", "mutation_rate")
-                 if getattr(options, name) != schema.spec_of(PinOptions, name).default]
-        if given:
-            raise InputError(f"{', '.join(given)}: only used when Evolve is tags")
+    tags, words = ("tag_pool", "mutation_rate"), ("granularity", "keep", "punctuation")
+    unused = [schema.spec_of(PinOptions, name).title for name in (words if options.evolve == "tags" else tags)
+              if getattr(options, name) != schema.spec_of(PinOptions, name).default]
+    if unused and options.evolve == "tags":
+        raise InputError(f"{', '.join(unused)}: not used when Evolve is tags (the tags are the prompt's comma-separated "
+                         "parts, each switched on and off as a whole)")
+    if unused:
+        raise InputError(f"{', '.join(unused)}: only used when Evolve is tags")
 
 
 def _check_choice(options: PinOptions, target_count: int) -> None:

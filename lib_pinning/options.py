@@ -28,6 +28,7 @@ from .errors import InputError
 from .genome import GRANULARITIES
 from .losses import LOSS_MODES, TREE_WEIGHTS
 from .samplers import SAMPLERS, SCHEDULES
+from .tags import split_tags
 
 AUTO = -1  # "use the formula" (or "inherit"), as A1111 uses -1 for a random seed
 MAX_SEED = 2**32 - 1  # A1111's seeds are 32-bit
@@ -285,13 +286,14 @@ class PinOptions:
         "on and off and moves their weights (σ: the spread of a weight's mutation)", group=GROUP_EVOLUTION,
         choices=EVOLVE, flag="")
     tag_pool: tuple = option(
-        (), "words", "Tag pool (comma-separated)",
-        "Evolve tags: extra tags the genetic algorithm may switch on, besides the prompt's own", group=GROUP_EVOLUTION,
+        (), "tags", "Tag pool (comma-separated)",
+        "Evolve tags: extra tags the genetic algorithm may switch on, besides the prompt's own (a text is split into "
+        "tags as the prompt is: commas inside brackets and escaped ones do not split)", group=GROUP_EVOLUTION,
         flag="")
     mutation_rate: float = option(
         AUTO, "float", "Mutation rate (-1: 1 / tags)",
         "Evolve tags: the chance that a child switches each tag on or off, and that it moves each present tag's "
-        "weight", group=GROUP_EVOLUTION, minimum=0.0, maximum=1.0, flag="",
+        "weight", group=GROUP_EVOLUTION, above=0.0, maximum=1.0, flag="",
         auto=Auto("1/N, for N tags", lambda values, context: 1 / context.genes))
 
 
@@ -540,6 +542,16 @@ def _words(spec: Spec, value):
     return tuple(dict.fromkeys(_utf8(spec, entry.strip()) for entry in entries if entry.strip()))
 
 
+def _tags(spec: Spec, value):
+    """A list of tags, or one text split into tags as a prompt is (lib_pinning.tags.split_tags)."""
+    if value is None:
+        return ()
+    entries = split_tags(value) if isinstance(value, str) else value
+    if not isinstance(entries, (list, tuple)) or not all(isinstance(entry, str) for entry in entries):
+        raise _fail(spec, "must be a list of tags or a comma-separated text", value)
+    return tuple(dict.fromkeys(_utf8(spec, entry.strip()) for entry in entries if entry.strip()))
+
+
 def _matrix(spec: Spec, value):
     """JSON text (or an already parsed list) of rows of finite numbers; blank: None (the identity)."""
     if value is None or (isinstance(value, str) and not value.strip()):
@@ -594,7 +606,7 @@ def _targets(spec: Spec, value):
 _CHECKS: dict[str, Callable[[Spec, Any], Any]] = {
     "int": lambda spec, value: _number(spec, value, integer=True),
     "float": lambda spec, value: _number(spec, value, integer=False),
-    "bool": _boolean, "choice": _choice, "text": _text, "words": _words, "matrix": _matrix, "targets": _targets,
+    "bool": _boolean, "choice": _choice, "text": _text, "words": _words, "tags": _tags, "matrix": _matrix, "targets": _targets,
     "urls": _urls,
 }
 

@@ -27,35 +27,50 @@ PROMPT = "a red circle, blue sky, (green grass:1.2), <lora:x:1>, night"
 # --- the genome ------------------------------------------------------------------------------------------------
 
 
-def test_tags_are_the_comma_separated_parts_outside_brackets():
+def test_tags_are_the_comma_separated_parts_outside_brackets_as_a1111_reads_them():
     assert split_tags(" a, (b, c:1.2) ,, [d, e:f:3], g\\, h ,") == ["a", "(b, c:1.2)", "[d, e:f:3]", "g\\, h"]
-    with pytest.raises(InputError, match="closes a bracket it never opened"):
-        split_tags("a), b")
-    with pytest.raises(InputError, match="leaves a bracket open"):
-        split_tags("(a, b")
+    assert split_tags("1girl, smile, :), >_<, heart <3, b}") == ["1girl", "smile", ":)", ">_<", "heart <3", "b}"]
+    assert split_tags("<lora:a,b:1>, x, (y, z") == ["<lora:a,b:1>", "x", "(y, z"]  # an open bracket: the rest
 
 
 def test_the_genome_writes_the_tags_present_with_their_weights():
-    genome = TagGenome(PROMPT, "dark", pool=["moon", "night", "stars"])
+    genome = TagGenome(PROMPT, "dark", pool=["moon", "Night", "stars", " night "])
     assert genome.words == ["a red circle", "blue sky", "(green grass:1.2)", "night", "moon", "stars"]
     assert genome.base_weights() == [1, 1, 1, 1, 0, 0] and genome.frozen == ("<lora:x:1>",)
-    assert genome.notes == ("tag pool: already in the prompt, so not added twice: night",)
-    assert genome.prompt([0] * 6) == ("a red circle, blue sky, (green grass:1.2), <lora:x:1>, night", "dark")
+    assert genome.notes == ("tag pool: already in the prompt or the pool, so not added twice: Night, night",)
+    assert genome.prompt([0] * 6) == (PROMPT, "dark")  # the user's prompt as written
     # a prompt tag's gene -1 leaves it out, another weight wraps it; a pool tag's gene w adds it at weight w
     assert genome.prompt([-1, 0.25, -0.5, 0, 1, 0.123456]) == (
         "(blue sky:1.25), ((green grass:1.2):0.5), <lora:x:1>, night, moon, (stars:0.1235)", "dark")
 
 
+def test_and_subprompts_keep_their_weights_and_pool_tags_join_the_first():
+    from lib_pinning.frozen_syntax import SUBPROMPT
+
+    genome = TagGenome("a red cat, grass AND a blue dog, sky :0.3", pool=["moon"])
+    assert genome.words == ["a red cat", "grass", "a blue dog", "sky", "moon"]
+    positive, _ = genome.prompt([0, -1, 0, -1, 1])
+    assert positive == "a red cat, moon AND a blue dog :0.3"
+    subprompts = [SUBPROMPT.fullmatch(text) for text in positive.split("AND")]  # A1111's reading
+    assert [part.group(1).strip() for part in subprompts] == ["a red cat, moon", "a blue dog"]
+    assert positive.split("AND")[1].endswith(":0.3")
+
+
 @pytest.mark.parametrize("prompt, pool, says", [
     ("<lora:x:1>", (), "no tag to switch on or off"),
     ("a, b", ("c, d",), "'c, d' is not one tag"),
-    ("a, b", ("(c",), "is not one tag"),
-    ("a, b", ("x AND y",), "is not one tag"),
-    ("a), b", (), "closes a bracket")])
+    ("a, b", ("x AND y",), "is not one tag")])
 def test_a_prompt_or_pool_without_tags_to_evolve_is_refused_before_anything_is_written(tmp_path, prompt, pool, says):
     with pytest.raises(InputError, match=says):
         evolve(prompt, chooser=Favourites([0]), out=tmp_path / "run", tag_pool=pool, **SMALL)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_typed_tag_pool_is_split_as_a_prompt_is():
+    from lib_pinning.options import PinOptions, parse
+
+    assert parse(PinOptions, {"tag_pool": "moon, cat\\, dog, (red hair, blue eyes:1.2),"}).tag_pool == (
+        "moon", "cat\\, dog", "(red hair, blue eyes:1.2)")
 
 
 @pytest.mark.parametrize("values, says", [(dict(evolve="tags"), "Evolve.*prompt evolution runs"),
@@ -64,6 +79,16 @@ def test_a_prompt_or_pool_without_tags_to_evolve_is_refused_before_anything_is_w
 def test_tag_options_are_refused_where_they_mean_nothing(tmp_path, values, says):
     with pytest.raises(InputError, match=says):
         pin("a red circle", out=tmp_path / "run", **{**SMALL, "evolve": "weights", **values})
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("values, says", [(dict(keep=("blue sky",)), "Keep fixed.*not used when Evolve is tags"),
+                                          (dict(granularity="tag"), "Gene per.*not used when Evolve is tags"),
+                                          (dict(mutation_rate=0), "Mutation rate.*greater than 0|above 0|more than 0"),
+                                          (dict(tag_pool=[f"tag{n}" for n in range(1001)]), "at most 1000 can be")])
+def test_what_tags_cannot_use_is_refused_before_anything_is_written(tmp_path, values, says):
+    with pytest.raises(InputError, match=says):
+        evolve(PROMPT, chooser=Favourites([0]), out=tmp_path / "run", **{**SMALL, **values})
     assert not (tmp_path / "run").exists()
 
 
@@ -98,7 +123,7 @@ def _present(individual, bases):
 
 
 def test_without_mutation_every_child_takes_each_tag_from_one_of_its_two_chosen_parents(tmp_path):
-    record = evolve(PROMPT, chooser=Favourites([0, 2, 3]), tag_pool=["moon", "stars"], mutation_rate=0.0,
+    record = evolve(PROMPT, chooser=Favourites([0, 2, 3]), tag_pool=["moon", "stars"], mutation_rate=1e-12,
                     **SMALL).record
     found = _individuals(record)
     for before, generation in zip(record.generations, record.generations[1:]):
@@ -108,6 +133,12 @@ def test_without_mutation_every_child_takes_each_tag_from_one_of_its_two_chosen_
             assert len(child.parents) == 2 and set(child.parents) <= chosen, child.parents
             first, second = (found[parent].weights for parent in child.parents)
             assert all(gene in (a, b) for gene, a, b in zip(child.weights, first, second)), child.id
+
+
+def test_with_one_favourite_every_child_is_its_mutant():
+    record = evolve(PROMPT, chooser=Favourites([2]), tag_pool=["moon"], **SMALL).record
+    for before, generation in zip(record.generations, record.generations[1:]):
+        assert all(child.parents == [before.individuals[2].id] for child in generation.individuals)
 
 
 def test_with_mutation_rate_1_every_tag_of_every_child_switches(tmp_path):
@@ -234,3 +265,68 @@ def test_prompt_evolution_on_a_cuda_device_proposes_and_renders_what_it_does_on_
         batches = [Rendered(each.prototypes[[index, index]]) for index in (1, 4, 2)]
         distances[device] = ClosestChooser(each.prototypes[4:5], count=2).distances(batches)
     np.testing.assert_allclose(distances["cuda"], distances["cpu"], atol=1e-5)
+
+
+def test_the_operators_draw_exactly_what_deaps_draw_from_the_same_state():
+    from deap import tools
+
+    from lib_pinning.genetic import cx_uniform, mut_flip_bit, mut_gaussian
+
+    for seed in range(20):
+        ours = random.Random(seed)
+        values = [ours.choice([0.0, 0.5, 1.0, 1.7]) for _ in range(9)]
+        state = ours.getstate()
+        first, second = list(values), list(reversed(values))
+        cx_uniform(ours, first, second, 0.5)
+        mut_flip_bit(ours, first, 0.3)
+        mut_gaussian(ours, second, 0.0, 0.4, 0.6)
+        outside = random.getstate()
+        try:
+            random.setstate(state)
+            deap_first, deap_second = list(values), list(reversed(values))
+            tools.cxUniform(deap_first, deap_second, 0.5)
+            tools.mutFlipBit(deap_first, 0.3)
+            tools.mutGaussian(deap_second, 0.0, 0.4, 0.6)
+            assert (first, second) == (deap_first, deap_second) and ours.getstate() == random.getstate()
+        finally:
+            random.setstate(outside)
+
+
+def test_other_threads_drawing_from_pythons_random_do_not_change_a_run():
+    """A WebUI draws seed -1 from Python's `random` in other threads while a run proposes its children."""
+    import sys
+    import threading
+
+    from lib_pinning.genetic import GeneticSearch
+    from lib_pinning.options import Context, PinOptions, parse, resolve
+
+    options = resolve(parse(PinOptions, {"evolve": "tags", "lambda_": 8, "generations": 200, "cma_seed": 5,
+                                         "mutation_rate": 0.4}), Context(6))
+
+    def proposals() -> list:
+        search, seen = GeneticSearch([1, 1, 1, 1, 0, 0], options), []
+        while not search.done:
+            candidates = search.ask()
+            seen.append([candidate.genes.tolist() for candidate in candidates])
+            search.tell(candidates, [0.0 if n % 3 == 0 else 1.0 for n in range(len(candidates))])
+        return seen
+
+    quiet = proposals()
+    stop = threading.Event()
+
+    def draw():
+        while not stop.is_set():
+            random.seed(42)
+            random.random()
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads take turns every microsecond, so that they do meet inside a draw
+    thread = threading.Thread(target=draw)
+    thread.start()
+    try:
+        busy = proposals()
+    finally:
+        stop.set()
+        thread.join()
+        sys.setswitchinterval(interval)
+    assert busy == quiet
