@@ -126,6 +126,7 @@ class PinningRun:
         score = objective.score(rendered.images)
         with deferred():  # in the record only with its images queued
             self.record.baseline = Baseline(score.loss, prompt[0], prompt[1], score.image_losses, score.pair_losses)
+            self.search.reference_loss = score.loss  # what the stop share is a share of
             self._notify("on_baseline", rendered, objective.target_pixels())
             self._update_best(score.loss, prompt, [0.0] * len(self.job.genome), -1, None, BASELINE_FOLDER,
                               rendered)
@@ -277,12 +278,16 @@ class PinningRun:
         options, search = self.search.options, self.search
         ran = f"after {search.generation} generations, {search.evaluations} evaluations"
         restarts = f" and {search.restarts} restarts" if search.restarts else ""
-        return {"generations": f"the budget of {search.budget} evaluations is spent ({ran})",
-                "target": f"the best loss reached {options.target_loss} ({ran})",
-                "stagnation": f"the best loss improved by no more than {options.tolerance} in {options.patience} "
-                              f"generations{restarts} ({ran})",
-                "flat": f"{options.patience} generations in a row had every loss within {options.tolerance}{restarts} "
-                        f"({ran})"}[search.stop]
+        messages = {  # each made only for its own cause: what one cause's text reads need not exist for another's
+            "generations": lambda: f"the budget of {search.budget} evaluations is spent ({ran})",
+            "target": lambda: f"the best loss reached {options.target_loss} ({ran})",
+            "pinned": lambda: f"pinned: the best loss {search.best_loss:.4g} is at most {options.stop_share:g} × "
+                              f"your prompt's loss {search.reference_loss:.4g} ({ran})",
+            "stagnation": lambda: f"the best loss improved by no more than {options.tolerance} in "
+                                  f"{options.patience} generations{restarts} ({ran})",
+            "flat": lambda: f"{options.patience} generations in a row had every loss within "
+                            f"{options.tolerance}{restarts} ({ran})"}
+        return messages[search.stop]()
 
     def _finish(self) -> None:
         """Save run.json and let every observer finish; each is tried even when another fails."""

@@ -77,7 +77,7 @@ def build_job(options: PinOptions, prompt: str, negative_prompt: str, plan: Rend
     for their masks. `embedder()` gives the image embedder of the semantic loss and the tags; it is called only
     when they are used (None: this renderer has none, and they are refused). `chooser`: a prompt evolution run,
     where the chooser's choice in each generation is the fitness (lib_pinning.chooser) instead of a loss; it
-    never stops by itself (patience, restarts, stop at loss and the first look are off).
+    never stops by itself (patience, restarts, stop at loss, stop when pinned and the first look are off).
     """
     _check_evolve(options, chooser)
     genome = TagGenome(prompt, negative_prompt, options.tag_pool) if options.evolve == "tags" else \
@@ -94,7 +94,7 @@ def build_job(options: PinOptions, prompt: str, negative_prompt: str, plan: Rend
     resolved = schema.resolve(options, Context(len(genome), seeds[0], plan.fork_strength))
     if chooser is not None:
         _check_choice(resolved, len(targets))
-        resolved = replace(resolved, patience=0, restarts=0, target_loss=0.0, first_look=0)
+        resolved = replace(resolved, patience=0, restarts=0, target_loss=0.0, stop_share=0.0, first_look=0)
     search = GeneticSearch(genome.base_weights(), resolved) if options.evolve == "tags" else \
         Search(len(genome), resolved)
     mode = loss_mode(resolved.loss_mode)

@@ -279,6 +279,10 @@ class PinOptions:
     tag_weight: float = option(
         1.0, "float", "Tag weight", "weight of the tag loss", group=GROUP_OBJECTIVE, control="number", minimum=0.0,
         maximum=100.0)
+    stop_share: float = option(  # after tag_weight: positional script_args of earlier versions keep their places
+        0.1, "float", "Stop when pinned: share of your prompt's loss (0: off)",
+        "stop as soon as the best loss is at most this share of your unperturbed prompt's loss (0.1: a tenth, the "
+        "images all but the target's); 0: off", group=GROUP_STOP, control="number", minimum=0.0, maximum=1.0)
     evolve: str = option(
         "weights", "choice", "Evolve",
         "prompt evolution runs only: weights: CMA-ES evolves one weight per word; tags: a genetic algorithm (DEAP's "

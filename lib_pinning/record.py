@@ -42,6 +42,7 @@ CAUSES = {  # cause -> the status it ends a run with
     "stagnation": DONE,       # the best loss stopped improving (patience)
     "flat": DONE,             # the losses of a generation stopped differing (patience)
     "target": DONE,           # the best loss reached the loss asked for
+    "pinned": DONE,           # the best loss fell to the stop share of the unperturbed prompt's loss
     "interrupt": INTERRUPTED,  # Ctrl-C, or the WebUI's Interrupt or Skip
     "signal": INTERRUPTED,     # SIGTERM
     "fault": FAILED,           # an error during the run (out of memory, a NaN, the renderer)

@@ -65,9 +65,11 @@ class Search:
       budget) of a Latin hypercube (each gene's range cut into as many slices, each slice tried once) over the
       box of ±`box` around your prompt, and CMA-ES starts at the best of them;
     - when to stop (`stop`, once `done`): the evaluation budget (`generations` × λ) is spent; the best loss
-      reached `target_loss`; or it has not improved by more than `tolerance` for `patience` generations, or
-      `patience` generations in a row were flat (all losses within `tolerance`) — with `restarts` left, such a
-      stall restarts CMA-ES instead (IPOP: twice the population, from a random point of the box);
+      reached `target_loss`, or `stop_share` × `reference_loss` (the unperturbed prompt's loss, which the engine
+      sets after rendering it: the run is pinned); or it has not improved by more than `tolerance` for
+      `patience` generations, or `patience` generations in a row were flat (all losses within `tolerance`) —
+      with `restarts` left, such a stall restarts CMA-ES instead (IPOP: twice the population, from a random
+      point of the box);
     - its whole state, for a resumed run (`snapshot`, `restore`).
     """
 
@@ -92,6 +94,7 @@ class Search:
         centroid = rng.uniform(-self.options.init_radius, self.options.init_radius, dimension)
         self._multi_objective = self.options.size_limit > 0
         self.best_loss = math.inf          # the lowest loss told so far
+        self.reference_loss: float | None = None  # the unperturbed prompt's loss, set by the engine
         self._stalled = 0                  # generations since it last improved by more than the tolerance
         self._flat = 0                     # generations in a row whose losses all lay within the tolerance
         self.restarts = 0                  # restarts done
@@ -151,14 +154,15 @@ class Search:
             strategy = {name: _encode(value) for name, value in vars(self._strategy).items() if not callable(value)}
         counters = {name: getattr(self, name) for name in self._COUNTERS}
         counters["best_loss"] = None if math.isinf(self.best_loss) else self.best_loss
-        return {**counters, "rng": _encode(list(self._rng_state)), "strategy": strategy,
-                "centroid": _encode(getattr(self, "_centroid", None))}
+        return {**counters, "reference_loss": self.reference_loss, "rng": _encode(list(self._rng_state)),
+                "strategy": strategy, "centroid": _encode(getattr(self, "_centroid", None))}
 
     def restore(self, snapshot: dict) -> None:
         """Go on from a snapshot this search's options and dimension made (see `snapshot`)."""
         for name in self._COUNTERS:
             setattr(self, name, snapshot[name])
         self.best_loss = math.inf if snapshot["best_loss"] is None else snapshot["best_loss"]
+        self.reference_loss = snapshot.get("reference_loss")  # absent from runs of earlier versions: no stop share
         if self.stop == "generations":  # the budget is this search's own: a larger one goes on
             self.stop = None
         state = _decode(snapshot["rng"])
@@ -271,6 +275,10 @@ class Search:
         self.best_loss = min(self.best_loss, lowest)
         if options.target_loss > 0 and self.best_loss <= options.target_loss:
             self.stop = "target"
+            return
+        reference = self.reference_loss  # None (not known) or 0: no share of it to stop at
+        if options.stop_share > 0 and reference and self.best_loss <= options.stop_share * reference:
+            self.stop = "pinned"
             return
         stalled = options.patience and (self._stalled >= options.patience or self._flat >= options.patience)
         if not stalled:

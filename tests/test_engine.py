@@ -79,6 +79,18 @@ def test_a_run_leaves_global_rng_state_and_deap_creator_untouched(tmp_path):
     assert set(vars(creator)) == names
 
 
+def test_a_run_stops_when_pinned_and_says_so(tmp_path):
+    job = small_job(generations=20, stop_share=0.99, patience=0)  # any candidate below 99 % of the prompt's loss
+    job.run_dir = tmp_path
+    result = run_pinning(job)
+    record = read_record(tmp_path)
+    assert result.status == record.status == "done" and record.ending.cause == "pinned"
+    assert record.generations[-1].best_loss <= 0.99 * record.baseline.loss
+    assert all(generation.best_loss > 0.99 * record.baseline.loss for generation in record.generations[:-1])
+    assert record.ending.message.startswith("pinned: the best loss") and f"{record.baseline.loss:.4g}" in \
+        record.ending.message
+
+
 @pytest.mark.parametrize("exception, status, cause", [(KeyboardInterrupt(), "interrupted", "interrupt"),
                                                       (RuntimeError("CUDA out of memory"), "failed", "fault"),
                                                       (ValueError("a NaN image"), "failed", "fault")])

@@ -184,6 +184,31 @@ def test_a_search_stops_at_the_loss_asked_for():
     assert search.stop == "target" and min(history[-1][1]) <= 0.05 < min(min(losses) for _, losses in history[:-1])
 
 
+def test_a_search_stops_when_pinned_at_its_share_of_the_prompts_loss_and_keeps_that_through_a_resume():
+    values = dict(generations=200, stop_share=0.1, sigma=0.3, first_look=0)
+    objective = sphere(np.full(3, 0.6))
+    reference = objective(np.zeros(3))  # the unperturbed prompt's loss, which the engine sets
+    pinned = Search(3, options_for(3, **values))
+    pinned.reference_loss = reference
+    history = drive(pinned, objective)
+    assert pinned.stop == "pinned"
+    assert min(history[-1][1]) <= 0.1 * reference < min(min(losses) for _, losses in history[:-1])
+    unknown = Search(3, options_for(3, **values))  # the prompt's loss not known: no share to stop at
+    assert len(drive(unknown, objective)) > len(history) and unknown.stop != "pinned"
+    off = Search(3, options_for(3, **{**values, "stop_share": 0}))
+    off.reference_loss = reference
+    assert len(drive(off, objective)) > len(history) and off.stop != "pinned"
+    part = Search(3, options_for(3, **values))
+    part.reference_loss = reference
+    for _ in range(2):
+        candidates = part.ask()
+        part.tell(candidates, [objective(c.rendered) for c in candidates])
+    again = Search(3, options_for(3, **values))
+    again.restore(json.loads(json.dumps(part.snapshot())))
+    assert [losses for _, losses in drive(again, objective)] == [losses for _, losses in history[2:]]
+    assert again.stop == "pinned"
+
+
 def test_a_stall_restarts_cma_es_with_twice_the_population_until_the_restarts_are_used():
     search = Search(3, options_for(3, generations=100, lambda_=4, patience=3, restarts=2, first_look=0))
     history = drive(search, lambda genes: 0.5)

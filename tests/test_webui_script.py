@@ -96,7 +96,7 @@ def test_a_positional_list_of_the_wrong_length_is_refused_though_run_gets_a_full
     assert caught.value.status_code == 422 and f"got {len(args) + 1}" in caught.value.detail
     assert api_call(webui, job(tmp_path), args).extra_generation_params["Prompt pinning"]["status"] == "done"
     short = positional(**{**SMALL, "generations": 1})
-    for count in (25, 34):  # version 0.1's 25 values and 0.2's 34 still work
+    for count in (25, 34, 39):  # version 0.1's 25 values, 0.2's 34 and the 39 before stop_share still work
         legacy = api_call(webui, job(tmp_path), short[:count])
         assert legacy.extra_generation_params["Prompt pinning"]["status"] == "done"
 

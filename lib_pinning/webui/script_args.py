@@ -17,8 +17,9 @@ from ..options import SCRIPT_CONTROLS, OptionError, PinOptions, defaults, parse
 
 NAMES = tuple(spec.name for spec in SCRIPT_CONTROLS)
 # What earlier versions took: today's first 25 controls (0.1; keep and punctuation came after), the first 34
-# (0.2; the Objective controls, masks to tag_weight, came after). The rest keep their defaults.
-LEGACY_COUNTS = (25, 34)
+# (0.2; the Objective controls, masks to tag_weight, came after), the first 39 (before stop_share). The rest keep
+# their defaults.
+LEGACY_COUNTS = (25, 34, 39)
 
 
 def sent_count(script, p, received: int) -> int:
