@@ -1,14 +1,15 @@
 """CMA-ES over gene vectors (DEAP), with the original extension's options and its multi-objective size limiter.
 
-Gene value 0 is the user's prompt; a word's weight is |base weight + gene|. DEAP samples from numpy's global
-RNG: every DEAP call that draws runs with this search's own RNG state swapped in and the caller's swapped back,
-so a run neither depends on nor changes the process's global state. Individuals use classes defined here, not
-DEAP's `creator`, whose namespace is global to the process (a WebUI process runs many jobs).
+Gene value 0 is the user's prompt; a word's weight is |base weight + gene|. DEAP's `generate` draws from numpy's
+global RNG, which every thread of a WebUI process shares: a search draws its generations here instead
+(`_generate`: DEAP's formulas, the same draws in the same order) from a `RandomState` of its own, so a run
+neither depends on nor changes the process's global state, even while other threads draw from it. Individuals
+use classes defined here, not DEAP's `creator`, whose namespace is global to the process (a WebUI process runs
+many jobs).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 from dataclasses import dataclass, field
@@ -88,8 +89,7 @@ class Search:
         self.logbook = tools.Logbook()
         self.logbook.header = ["gen", "evals", "min", "avg", "std", "max", "sigma", "axis_ratio"]
         rng = np.random.default_rng(self.options.cma_seed)
-        # DEAP's draws come from this private state (see _own_rng).
-        self._rng_state = np.random.RandomState(rng.integers(2**32)).get_state()
+        self._random = np.random.RandomState(rng.integers(2**32))  # every draw of CMA-ES and of restarts
         self._look_seed = int(rng.integers(2**32))
         centroid = rng.uniform(-self.options.init_radius, self.options.init_radius, dimension)
         self._multi_objective = self.options.size_limit > 0
@@ -154,7 +154,7 @@ class Search:
             strategy = {name: _encode(value) for name, value in vars(self._strategy).items() if not callable(value)}
         counters = {name: getattr(self, name) for name in self._COUNTERS}
         counters["best_loss"] = None if math.isinf(self.best_loss) else self.best_loss
-        return {**counters, "reference_loss": self.reference_loss, "rng": _encode(list(self._rng_state)),
+        return {**counters, "reference_loss": self.reference_loss, "rng": _encode(list(self._random.get_state())),
                 "strategy": strategy, "centroid": _encode(getattr(self, "_centroid", None))}
 
     def restore(self, snapshot: dict) -> None:
@@ -166,7 +166,7 @@ class Search:
         if self.stop == "generations":  # the budget is this search's own: a larger one goes on
             self.stop = None
         state = _decode(snapshot["rng"])
-        self._rng_state = (state[0], np.asarray(state[1], dtype=np.uint32), *state[2:])
+        self._random.set_state((state[0], np.asarray(state[1], dtype=np.uint32), *state[2:]))
         values = snapshot["strategy"]
         if values is None:
             self._strategy = None
@@ -178,16 +178,6 @@ class Search:
                                                         mu=values["mu"], lambda_=values["lambda_"])
         for name, value in values.items():
             setattr(self._strategy, name, value)
-
-    @contextlib.contextmanager
-    def _own_rng(self):
-        outside = np.random.get_state()
-        np.random.set_state(self._rng_state)
-        try:
-            yield
-        finally:
-            self._rng_state = np.random.get_state()
-            np.random.set_state(outside)
 
     # -- ask and tell --------------------------------------------------------------------------------------
     @property
@@ -208,16 +198,15 @@ class Search:
         return float(self._strategy.sigma)
 
     def ask(self) -> list[Candidate]:
-        with self._own_rng():
-            if self._looking:
-                points = qmc.LatinHypercube(self.dimension, seed=self._look_seed).random(self.look_size)
-                individuals = [_Individual((2 * point - 1) * self.options.box) for point in points]
-            elif self._strategy is None:  # size limiter: the first parents come from the initial distribution
-                noise = np.random.standard_normal((self.lambda_, self.dimension))
-                individuals = [_SizeLimitedIndividual(self._centroid + self.options.sigma * z) for z in noise]
-            else:
-                kind = _SizeLimitedIndividual if self._multi_objective else _Individual
-                individuals = self._strategy.generate(kind)
+        if self._looking:
+            points = qmc.LatinHypercube(self.dimension, seed=self._look_seed).random(self.look_size)
+            individuals = [_Individual((2 * point - 1) * self.options.box) for point in points]
+        elif self._strategy is None:  # size limiter: the first parents come from the initial distribution
+            noise = self._random.standard_normal((self.lambda_, self.dimension))
+            individuals = [_SizeLimitedIndividual(self._centroid + self.options.sigma * z) for z in noise]
+        else:
+            kind = _SizeLimitedIndividual if self._multi_objective else _Individual
+            individuals = _generate(self._strategy, kind, self._random)
         return [self._candidate(ind) for ind in individuals]
 
     def injected(self, genes) -> Candidate:
@@ -251,16 +240,15 @@ class Search:
         # DEAP sorts a generation by fitness (a stable sort): its first mu make the next centroid.
         by_fitness = sorted(range(len(individuals)), key=lambda index: individuals[index].fitness.values[0])
         self.drawn_around = [] if self._strategy is None or self._multi_objective else by_fitness[:self._strategy.mu]
-        with self._own_rng():
-            if self._looking:  # CMA-ES starts at the best point of the first look
-                self._strategy = self._new_strategy(individuals[by_fitness[0]])
-                self._looking = False
-                self.drawn_around = by_fitness[:1]
-            elif self._strategy is None:
-                params = {"mu": len(individuals), "lambda_": self.options.lambda_}
-                self._strategy = cma.StrategyMultiObjective(individuals, self.options.sigma, **params)
-            else:
-                self._strategy.update(individuals)
+        if self._looking:  # CMA-ES starts at the best point of the first look
+            self._strategy = self._new_strategy(individuals[by_fitness[0]])
+            self._looking = False
+            self.drawn_around = by_fitness[:1]
+        elif self._strategy is None:
+            params = {"mu": len(individuals), "lambda_": self.options.lambda_}
+            self._strategy = cma.StrategyMultiObjective(individuals, self.options.sigma, **params)
+        else:
+            self._strategy.update(individuals)  # DEAP's update draws nothing
         self.evaluations += len(candidates)
         self._record(losses)
         self.generation += 1
@@ -286,8 +274,7 @@ class Search:
         if self.restarts < options.restarts and not self._multi_objective:
             self.restarts += 1
             self.lambda_ *= 2
-            with self._own_rng():
-                centroid = np.random.uniform(-options.box, options.box, self.dimension)
+            centroid = self._random.uniform(-options.box, options.box, self.dimension)
             self._strategy = self._new_strategy(centroid)
             self._stalled = self._flat = 0
             self.drawn_around = []
@@ -324,6 +311,30 @@ class Search:
         return {"centroid": np.asarray(strategy.centroid).tolist(), "sigma": float(strategy.sigma),
                 "axis_ratio": self.axis_ratio(), "scales": np.sort(strategy.diagD).tolist(),
                 "stds": (strategy.sigma * np.sqrt(np.diag(strategy.C))).tolist()}
+
+
+def _generate(strategy, kind, random: np.random.RandomState) -> list:
+    """`strategy.generate(kind)` of DEAP 1.4 drawing from `random` instead of numpy's global RNG.
+
+    The same formulas and the same draws in the same order, so a run recorded while DEAP drew from a swapped-in
+    global state resumes identically (tests/test_search.py checks it against DEAP's own `generate`).
+    """
+    if not isinstance(strategy, cma.StrategyMultiObjective):
+        noise = random.standard_normal((strategy.lambda_, strategy.dim))
+        return [kind(point) for point in strategy.centroid + strategy.sigma * np.dot(noise, strategy.BD.T)]
+    noise = random.randn(strategy.lambda_, strategy.dim)
+    for index, parent in enumerate(strategy.parents):
+        parent._ps = "p", index
+    if strategy.lambda_ == strategy.mu:  # each parent has one child
+        chosen = range(strategy.lambda_)
+    else:  # parents drawn from the first front, one draw per child
+        front = tools.sortLogNondominated(strategy.parents, len(strategy.parents), first_front_only=True)
+        chosen = [front[random.randint(0, len(front))]._ps[1] for _ in range(strategy.lambda_)]
+    children = []
+    for row, parent in zip(noise, chosen):
+        children.append(kind(strategy.parents[parent] + strategy.sigmas[parent] * np.dot(strategy.A[parent], row)))
+        children[-1]._ps = "o", parent
+    return children
 
 
 def _encode(value):

@@ -1,10 +1,12 @@
+import copy
 import json
 import math
 
 import numpy as np
 import pytest
-from deap import creator
+from deap import cma, creator
 
+from lib_pinning import search as search_module
 from lib_pinning.options import Context, OptionError, PinOptions, parse, resolve
 from lib_pinning.search import Search
 
@@ -67,6 +69,66 @@ def test_same_seed_same_candidates_and_global_rng_does_not_leak_in():
     first, second, other = trace(1, 11), trace(2, 11), trace(1, 12)
     assert first[0] == second[0] and np.array_equal(first[1], second[1])
     assert first[0] != other[0]
+
+
+def test_another_thread_drawing_from_numpys_global_rng_mid_generation_changes_nothing(monkeypatch):
+    # A WebUI process has many threads; one drawing from numpy's global RNG while a search generates (simulated
+    # here by an individual that draws as it is built) must neither shift the search's candidates nor have its
+    # own draws undone (a search that swapped its state into the global RNG did both).
+    def generations(individual_class):
+        monkeypatch.setattr(search_module, "_Individual", individual_class)
+        search = Search(4, options_for(4, cma_seed=5, first_look=0, lambda_=6))
+        return [drive_one(search) for _ in range(3)]
+
+    def drive_one(search):
+        candidates = search.ask()
+        search.tell(candidates, [sphere(np.ones(4))(c.rendered) for c in candidates])
+        return np.array([c.genes for c in candidates])
+
+    drawn = []
+
+    class Busy(search_module._Individual):
+        def __init__(self, values=()):
+            super().__init__(values)
+            drawn.append(np.random.random())
+
+    quiet = generations(search_module._Individual)
+    np.random.seed(9)
+    busy = generations(Busy)
+    assert all(np.array_equal(a, b) for a, b in zip(quiet, busy))
+    np.random.seed(9)
+    assert drawn == list(np.random.random(len(drawn)))  # the other thread's draws went on, none repeated
+
+
+@pytest.mark.parametrize("kind", ["single", "size limiter", "size limiter, fewer parents"])
+def test_generations_are_drawn_as_deaps_own_generate_draws_them(kind):
+    # DEAP is the oracle: the same state gives the same children and leaves the same state, so runs recorded by
+    # earlier versions (DEAP drawing from a swapped-in global state) resume identically.
+    rng = np.random.default_rng(3)
+    if kind == "single":
+        strategy = cma.Strategy(centroid=rng.normal(size=5), sigma=0.7, lambda_=8)
+        individual = search_module._Individual
+    else:
+        individual = search_module._SizeLimitedIndividual
+        parents = [individual(rng.normal(size=5)) for _ in range(6)]
+        for parent in parents:
+            parent.fitness.values = tuple(rng.random(2))
+        mu = 6 if kind == "size limiter" else 4
+        strategy = cma.StrategyMultiObjective(parents[:mu], 0.7, mu=mu, lambda_=6)
+    state = np.random.RandomState(42).get_state()
+    random = np.random.RandomState()
+    random.set_state(state)
+    ours = search_module._generate(copy.deepcopy(strategy), individual, random)
+    outside = np.random.get_state()
+    np.random.set_state(state)
+    try:
+        theirs = strategy.generate(individual)
+        after = np.random.get_state()
+    finally:
+        np.random.set_state(outside)
+    assert [list(a) for a in ours] == [list(b) for b in theirs]
+    assert [getattr(a, "_ps", None) for a in ours] == [getattr(b, "_ps", None) for b in theirs]
+    assert np.array_equal(random.get_state()[1], after[1]) and random.get_state()[2:] == after[2:]
 
 
 def test_explicit_cma_parameters_reach_deap_and_the_record():
