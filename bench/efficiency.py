@@ -13,7 +13,7 @@ uniformly in the box of sane weights. Per method, over tasks x CMA seeds:
 - improved after the first generation: the share of runs whose best loss last improved after their first
   generation (the first look, for a search that has one): how often the search itself found something better.
 
-    .venv/bin/python bench/efficiency.py [--seeds 5] [--batch 8] [--methods NAME ...] [--screened]
+    .venv/bin/python bench/efficiency.py [--seeds 5] [--first-seed 0] [--batch 8] [--methods NAME ...] [--screened]
         [--optuna BOX ...] [--write]
     .venv/bin/python bench/efficiency.py --reach BOX ... [--reach-budget 2000] [--write]
 
@@ -50,7 +50,8 @@ NO_STOP = {"first_look": 0, "patience": 0, "restarts": 0, "stop_share": 0}
 METHODS = {  # option values by name; whatever is not given is the project's default
     "original defaults (radius 0.25, sigma 0.05)": {**ORIGINAL, **NO_STOP},
     "0.1 defaults (sigma 0.5, no stop)": {"sigma": 0.5, **NO_STOP},
-    "without the stop share (the defaults of 2026-11-30)": {"stop_share": 0},
+    "the defaults of 2026-11-30 (patience 6, no stop share)": {"patience": 6, "stop_share": 0},
+    "the defaults of 2026-12-01 (patience 6)": {"patience": 6},
     "project defaults": {},
 }
 RANDOM_SEARCH = "random search (uniform in the box)"
@@ -67,7 +68,16 @@ SCREENED = {  # what the defaults were chosen from (docs/BENCHMARKS.md, "efficie
     "the defaults, stop share 0.05": {"stop_share": 0.05},
     "the defaults, stop share 0.3": {"stop_share": 0.3},
 }
-SCREENED = {name: {"stop_share": 0, **values} for name, values in SCREENED.items()}  # screened before it existed
+# screened before the stop share existed, at the patience of then
+SCREENED = {name: {"stop_share": 0, "patience": 6, **values} for name, values in SCREENED.items()}
+SCREENED.update({  # screened with the stop share (0.1)
+    "stop share, patience 3, 3 restarts": {"patience": 3},
+    "stop share, patience 5, 3 restarts": {"patience": 5},
+    "stop share, patience 6, 1 restart": {"patience": 6, "restarts": 1},
+    "stop share, patience 4, 1 restart": {"restarts": 1},
+    "stop share, patience 4, 0 restarts": {"restarts": 0},
+    "stop share, patience 4, 3 restarts, look 16": {"first_look": 16},
+})
 SCREENED_BOXES = (1.0, 1.5, 2.0, 3.0)  # random search in these boxes
 
 
@@ -207,6 +217,7 @@ def table(results: dict[str, list[Run]], budget: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0, help="CMA seeds from this one on (a second sample)")
     parser.add_argument("--budget", type=int, default=300, help="evaluations per run")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=8)
@@ -228,24 +239,29 @@ def main() -> None:
     box = PinOptions().box
     every = {**METHODS, **(SCREENED if args.screened else {})}
     methods = {name: values for name, values in every.items() if not args.methods or name in args.methods}
+    unknown = sorted(set(args.methods or ()) - set(every) - {"random"})
+    if unknown:
+        parser.error(f"no such method: {', '.join(unknown)} (the screened ones need --screened)")
     results: dict[str, list[Run]] = {}
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
     for name, values in methods.items():
-        results[name] = [search_run(task, values, seed, args.budget) for task in tasks for seed in range(args.seeds)]
+        results[name] = [search_run(task, values, seed, args.budget) for task in tasks for seed in seeds]
         print(table({name: results[name]}, args.budget).splitlines()[-1], flush=True)
     if not args.methods or "random" in args.methods:
         for size in sorted({box, *(SCREENED_BOXES if args.screened else ())}):
             name = RANDOM_SEARCH if size == box else f"random search, box {size:g}"
-            results[name] = [random_run(task, seed, args.budget, size) for task in tasks for seed in range(args.seeds)]
+            results[name] = [random_run(task, seed, args.budget, size) for task in tasks for seed in seeds]
     for size in args.optuna:
         results[f"Optuna CmaEsSampler, box {size:g}"] = [optuna_run(task, seed, args.budget, size) for task in tasks
-                                                         for seed in range(args.seeds)]
+                                                         for seed in seeds]
     text = table(results, args.budget)
     print(text)
     if args.write:
         section = (f"\n### efficiency — {date.today()} — {machine()}\n\n"
-                   f"{len(tasks)} targets x {args.seeds} CMA seeds, budget {args.budget} evaluations, thresholds "
-                   f"½ and ⅕ of the unperturbed prompt's loss; embedded model {args.size}x{args.size}, batch "
-                   f"{args.batch}, {args.steps} steps DPM++ 2M ({time.perf_counter() - started:.0f} s).\n\n{text}\n")
+                   f"{len(tasks)} targets x {args.seeds} CMA seeds ({seeds.start}–{seeds.stop - 1}), budget "
+                   f"{args.budget} evaluations, thresholds ½ and ⅕ of the unperturbed prompt's loss; embedded model "
+                   f"{args.size}x{args.size}, batch {args.batch}, {args.steps} steps DPM++ 2M "
+                   f"({time.perf_counter() - started:.0f} s).\n\n{text}\n")
         append_section("## efficiency", section)
 
 

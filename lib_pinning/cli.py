@@ -34,7 +34,7 @@ def build_parser(webui: bool = False) -> argparse.ArgumentParser:
     demo_parser = commands.add_parser("demo", help="pin the embedded model to one of its own prototypes")
     demo_parser.add_argument("--out", required=True, help="run folder to write")
     demo_parser.add_argument("--generations", default="-1", help="number of generations [the formula]")
-    demo_parser.add_argument("--seed", default="7", help="image seed and CMA seed [7]")
+    demo_parser.add_argument("--seed", help="image seed and CMA seed [the demo's, 16]")
     demo_parser.add_argument("--device", default="cpu", help="cpu or cuda [cpu]")
 
     pin_parser = commands.add_parser(
@@ -165,10 +165,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, resuming: str | None, webui: bool):
-    from .embedded_run import demo, pin_embedded, resume
+    from .embedded_run import DEMO_SEED, demo, pin_embedded, resume
 
     if args.command == "demo":
-        return demo(args.out, _demo_number(args, "generations"), _demo_number(args, "seed"), args.device)
+        seed = DEMO_SEED if args.seed is None else _demo_number(args, "seed")
+        return demo(args.out, _demo_number(args, "generations"), seed, args.device)
     if webui:
         from .workers import run as workers
     if resuming:

@@ -31,7 +31,7 @@ DEMO_PROMPT = "a quiet painting of round shapes, warm colours, soft light, simpl
 _PROTOTYPE_TARGET = re.compile(r"embedded prototype (\d+)")
 _TENSOR_TARGET = re.compile(r"image \d+")
 DEMO_NEGATIVE = "noise, stripes"
-DEMO_SEED, DEMO_RANK, DEMO_LOSS, DEMO_BATCH = 7, 3, 0.05, 4
+DEMO_SEED, DEMO_RANK, DEMO_LOSS, DEMO_BATCH = 16, 3, 0.05, 4  # seed 16: the first look misses, CMA-ES finds it
 _PIN_NAMES = {field.name for field in dataclasses.fields(PinOptions)}
 
 

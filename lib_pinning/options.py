@@ -234,7 +234,7 @@ class PinOptions:
         "how far from your prompt the first look and the restarts reach, in weight: with 1, a word of weight 1 "
         "is tried from 0 to 2", group=GROUP_SEARCH, control="slider", minimum=0.05, maximum=3.0, step=0.05)
     patience: int = option(
-        6, "int", "Patience: stop after generations without improvement (0: never)",
+        4, "int", "Patience: stop after generations without improvement (0: never)",
         "stop (or restart) when the best loss has not improved by more than the tolerance for this many "
         "generations, or that many generations in a row were flat (every loss within the tolerance)",
         group=GROUP_STOP, control="number", minimum=0, maximum=10_000)

@@ -37,7 +37,7 @@ def test_original_defaults_follow_the_formulas():
     assert options.mu == 5
     assert options.generations == 16 * math.floor(math.log(8)) == 32
     assert options.sigma == 1.0 and options.init_radius == 0.0  # measured better than the original's 0.05, 0.25
-    assert (options.first_look, options.box, options.patience, options.restarts) == (32, 2.0, 6, 3)  # "Defaults"
+    assert (options.first_look, options.box, options.patience, options.restarts) == (32, 2.0, 4, 3)  # "Defaults"
     assert options_for(2).generations == 16  # the bare formula would give 0 generations
     assert resolve(PinOptions(), Context(3, image_seed=77)).cma_seed == 77  # -1: the image seed
 
