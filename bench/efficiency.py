@@ -47,11 +47,14 @@ PROMPTS = [
 TARGET_RANKS = (1, 2, 3, 4)  # prototypes of moderate prior: reachable, not given
 ORIGINAL = {"init_radius": 0.25, "sigma": 0.05}
 NO_STOP = {"first_look": 0, "patience": 0, "restarts": 0, "stop_share": 0}
+WHOLE = "whole generations"  # not an option: the engine before 2026-12-01's second session, which stopped a pinned
+# run at the end of its generation instead of at the individual that pinned it
 METHODS = {  # option values by name; whatever is not given is the project's default
     "original defaults (radius 0.25, sigma 0.05)": {**ORIGINAL, **NO_STOP},
     "0.1 defaults (sigma 0.5, no stop)": {"sigma": 0.5, **NO_STOP},
     "the defaults of 2026-11-30 (patience 6, no stop share)": {"patience": 6, "stop_share": 0},
-    "the defaults of 2026-12-01 (patience 6)": {"patience": 6},
+    "the defaults of 2026-12-01 (patience 6)": {"patience": 6, WHOLE: True},
+    "the defaults of 2026-12-01, later (patience 4, pinned runs end with their generation)": {WHOLE: True},
     "project defaults": {},
 }
 RANDOM_SEARCH = "random search (uniform in the box)"
@@ -69,15 +72,15 @@ SCREENED = {  # what the defaults were chosen from (docs/BENCHMARKS.md, "efficie
     "the defaults, stop share 0.3": {"stop_share": 0.3},
 }
 # screened before the stop share existed, at the patience of then
-SCREENED = {name: {"stop_share": 0, "patience": 6, **values} for name, values in SCREENED.items()}
-SCREENED.update({  # screened with the stop share (0.1)
+SCREENED = {name: {"stop_share": 0, "patience": 6, WHOLE: True, **values} for name, values in SCREENED.items()}
+SCREENED.update({name: {WHOLE: True, **values} for name, values in {  # screened with the stop share (0.1)
     "stop share, patience 3, 3 restarts": {"patience": 3},
     "stop share, patience 5, 3 restarts": {"patience": 5},
     "stop share, patience 6, 1 restart": {"patience": 6, "restarts": 1},
     "stop share, patience 4, 1 restart": {"restarts": 1},
     "stop share, patience 4, 0 restarts": {"restarts": 0},
     "stop share, patience 4, 3 restarts, look 16": {"first_look": 16},
-})
+}.items()})
 SCREENED_BOXES = (1.0, 1.5, 2.0, 3.0)  # random search in these boxes
 
 
@@ -124,11 +127,15 @@ class Counter:
     def spent(self) -> bool:
         return self.used >= self.budget
 
-    def __call__(self, gene_vectors) -> list[float]:
+    def __call__(self, gene_vectors, ends=lambda loss: False) -> list[float]:
+        """The losses of the vectors the budget allows, in order, up to the first that `ends` the run (as the engine
+        stops inside a generation: the rest is never rendered)."""
         vectors = list(gene_vectors)[: self.budget - self.used]
-        self.first = self.first or len(vectors)
         rendered = self.task.renderer.render([self.task.genome.prompt(genes) for genes in vectors])
         losses = [self.task.objective.score(batch.images).loss for batch in rendered]
+        cut = next((index + 1 for index, loss in enumerate(losses) if ends(loss)), len(losses))
+        losses = losses[:cut]
+        self.first = self.first or len(losses)
         for loss in losses:
             self.used += 1
             if loss < self.best - self.tolerance:
@@ -144,8 +151,11 @@ class Counter:
 
 def search_run(task: Task, values: dict, seed: int, budget: int, clip: float | None = None,
                counter: Counter | None = None) -> Run:
-    """One run of the real `Search`; with `clip`, every gene is clipped to ±clip before it is rendered."""
+    """One run of the real `Search`; with `clip`, every gene is clipped to ±clip before it is rendered. It stops
+    where the engine does: at the individual that ends the run (with `WHOLE` in `values`: at its generation's end)."""
     dimension = len(task.genome)
+    values = dict(values)
+    whole = values.pop(WHOLE, False)
     options = resolve(parse(PinOptions, {"log": False, "cma_seed": seed, **values}), Context(dimension))
     generations = math.ceil(budget / options.lambda_)
     search = Search(dimension, dataclasses.replace(options, generations=generations))
@@ -153,10 +163,11 @@ def search_run(task: Task, values: dict, seed: int, budget: int, clip: float | N
     counter = counter or Counter(task, budget)
     while not search.done and not counter.spent:
         candidates = search.ask()
-        losses = counter([c.rendered if clip is None else np.clip(c.rendered, -clip, clip) for c in candidates])
-        if len(losses) < len(candidates):  # the budget ran out inside this generation
-            break
-        search.tell(candidates, losses)
+        losses = counter([c.rendered if clip is None else np.clip(c.rendered, -clip, clip) for c in candidates],
+                         (lambda loss: False) if whole else search.ends_run)
+        if len(losses) < len(candidates) and not (losses and search.ends_run(losses[-1])):
+            break  # the budget ran out inside this generation
+        search.tell(candidates[:len(losses)], losses)
     return counter.run()
 
 

@@ -106,6 +106,27 @@ class PinningRun:
             raise RuntimeError(f"the renderer returned {len(rendered)} batches for {len(prompts)} prompts")
         return prompts, rendered, (time.perf_counter() - started) / max(len(prompts), 1)
 
+    def _render_until_pinned(self, index: int, candidates: list) -> tuple[list, list[Rendered], list, float]:
+        """Render and score a generation's candidates in order, in slices of the renderer's `parallel` (all at once
+        without it), up to the first whose loss ends the run (`Search.ends_run`): the rest is never rendered.
+
+        The cut is the same whatever the slices: a renderer that drew a few more in its last slice (workers, the
+        embedded model) has them dropped, so the record does not depend on who rendered it.
+        """
+        step = max(1, getattr(self.job.renderer, "parallel", None) or len(candidates))
+        prompts, rendered, scored, seconds = [], [], [], 0.0
+        for start in range(0, len(candidates), step):
+            some_prompts, some, seconds_each = self._render([c.rendered for c in candidates[start:start + step]])
+            seconds += seconds_each * len(some)
+            some_scored = self.job.objective.score_generation(index, some_prompts, some)
+            for prompt, batch, (score, seconds_loss) in zip(some_prompts, some, some_scored):
+                prompts.append(prompt)
+                rendered.append(batch)
+                scored.append((score, seconds_loss))
+                if math.isfinite(score.loss) and self.search.ends_run(score.loss):
+                    return prompts, rendered, scored, seconds / len(rendered)
+        return prompts, rendered, scored, seconds / max(len(rendered), 1)
+
     def _render_baseline(self) -> tuple[tuple[str, str], Rendered, list[str]]:
         """The unperturbed prompt's batch, with the targets brought to its size (or made from it)."""
         zeros = [0.0] * len(self.job.genome)
@@ -203,8 +224,12 @@ class PinningRun:
             bred = breeding.children(*self._bred["genes"], breeding.litter(len(candidates)),
                                      (self.search.options.cma_seed, index))
             candidates[:len(bred)] = [self.search.injected(genes) for genes in bred]
-        prompts, rendered, seconds_render = self._render([c.rendered for c in candidates])
-        scored = objective.score_generation(index, prompts, rendered)  # a chooser may end the run here
+        if objective.ranks_generation:  # a chooser sees the whole generation, and may end the run here
+            prompts, rendered, seconds_render = self._render([c.rendered for c in candidates])
+            scored = objective.score_generation(index, prompts, rendered)
+        else:
+            prompts, rendered, scored, seconds_render = self._render_until_pinned(index, candidates)
+            candidates = candidates[:len(rendered)]
         individuals = []
         for number, (candidate, prompt, (score, seconds_loss)) in enumerate(zip(candidates, prompts, scored)):
             if not math.isfinite(score.loss):

@@ -12,8 +12,8 @@ multiplied by it). The first generation is the prompt itself, mutated. A child t
 sibling (which would render the same pictures again) is drawn again, up to TRIES times; the children of a breeding
 (lib_pinning.breeding) are taken as bred.
 
-It has the interface of lib_pinning.search.Search that the engine uses (ask, tell, injected, done, state,
-snapshot, restore). `drawn_around` holds, for each child of the next generation, the indices of its two parents
+It has the interface of lib_pinning.search.Search that the engine uses (ask, tell, ends_run, injected, done,
+state, snapshot, restore). `drawn_around` holds, for each child of the next generation, the indices of its two parents
 (one, when one was selected: its children are its mutants) in the generation just told.
 
 DEAP's three random operators draw from Python's global `random`, which other threads of a WebUI use too (A1111
@@ -134,6 +134,10 @@ class GeneticSearch:
     def injected(self, genes) -> Candidate:
         """A candidate at `genes` in place of one `ask` drew (bred children): told like any other."""
         return self._candidate(_Tags(np.abs(self.base + np.asarray(genes, dtype=float))))
+
+    def ends_run(self, loss: float) -> bool:
+        """No loss ends a genetic search inside a generation (see lib_pinning.search.Search.ends_run)."""
+        return False
 
     def tell(self, candidates: list[Candidate], losses: list[float]) -> None:
         if len(candidates) != len(losses):

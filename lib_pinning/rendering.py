@@ -26,6 +26,9 @@ class Renderer(Protocol):
     def render(self, prompts: Sequence[tuple[str, str]]) -> list[Rendered]:
         """For each (positive, negative) prompt, its batch: one image per seed."""
 
+    # Optional: `parallel: int`, how many prompts it draws at once at no extra cost. The engine gives it a
+    # generation in slices of that many and stops after the individual that pins the run (without it: the whole
+    # generation at once, and what it drew after that individual is dropped).
     # Optional: `take_notices() -> list[str]`, what the user should know of the last render (a worker that left
     # the run); the engine adds them to the run's notices.
 

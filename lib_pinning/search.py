@@ -67,7 +67,8 @@ class Search:
       box of ±`box` around your prompt, and CMA-ES starts at the best of them;
     - when to stop (`stop`, once `done`): the evaluation budget (`generations` × λ) is spent; the best loss
       reached `target_loss`, or `stop_share` × `reference_loss` (the unperturbed prompt's loss, which the engine
-      sets after rendering it: the run is pinned); or it has not improved by more than `tolerance` for
+      sets after rendering it: the run is pinned; `ends_run` tells it of each loss, so the engine stops at the
+      individual that pinned it, inside its generation); or it has not improved by more than `tolerance` for
       `patience` generations, or `patience` generations in a row were flat (all losses within `tolerance`) —
       with `restarts` left, such a stall restarts CMA-ES instead (IPOP: twice the population, from a random
       point of the box);
@@ -225,9 +226,32 @@ class Search:
         penalty = self.options.size_limit_weight * float(np.sum((genes - closest_valid) ** 2))
         return Candidate(genes, closest_valid, penalty, individual)
 
+    def ends_run(self, loss: float) -> bool:
+        """True when this loss alone ends the run: it reaches the loss target or the stop share (the run is pinned).
+
+        The engine scores a generation's candidates in order and stops at the first such one: the rest of the
+        generation is not rendered, and `tell` takes the generation up to it.
+        """
+        return self._reached(min(self.best_loss, loss)) is not None
+
+    def _reached(self, best: float) -> str | None:
+        """The stop cause a best loss reaches by itself: "target", "pinned" or None."""
+        options = self.options
+        if options.target_loss > 0 and best <= options.target_loss:
+            return "target"
+        reference = self.reference_loss  # None (not known) or 0: no share of it to stop at
+        if options.stop_share > 0 and reference and best <= options.stop_share * reference:
+            return "pinned"
+        return None
+
     def tell(self, candidates: list[Candidate], losses: list[float]) -> None:
+        """Update the search with a generation's losses. A generation cut short (fewer candidates than `ask` gave)
+        is taken only when its last loss ends the run (`ends_run`): it then updates nothing but the counters."""
         if len(candidates) != len(losses):
             raise ValueError("one loss per candidate is needed")
+        if len(candidates) < self._next_size() and not (losses and self.ends_run(losses[-1])):
+            raise ValueError(f"a generation of {self._next_size()} candidates can be cut short only at a loss that "
+                             "ends the run")
         for candidate, loss in zip(candidates, losses):
             if not math.isfinite(loss):
                 raise ValueError(f"the loss of an individual is {loss}: the objective cannot rank it")
@@ -236,6 +260,14 @@ class Search:
                 candidate.individual.fitness.values = (penalised, float(np.linalg.norm(candidate.rendered)))
             else:
                 candidate.individual.fitness.values = (penalised,)
+        if len(candidates) < self._next_size():  # cut short where the run ends: nothing to learn from it
+            self.evaluations += len(candidates)
+            self._record(losses)
+            self.generation += 1
+            self.best_loss = min(self.best_loss, min(losses))
+            self.stop = self._reached(self.best_loss)
+            self.drawn_around = []  # no generation follows
+            return
         individuals = [c.individual for c in candidates]
         # DEAP sorts a generation by fitness (a stable sort): its first mu make the next centroid.
         by_fitness = sorted(range(len(individuals)), key=lambda index: individuals[index].fitness.values[0])
@@ -261,12 +293,8 @@ class Search:
         self._stalled = 0 if lowest < self.best_loss - options.tolerance else self._stalled + 1
         self._flat = self._flat + 1 if max(losses) - lowest <= options.tolerance else 0
         self.best_loss = min(self.best_loss, lowest)
-        if options.target_loss > 0 and self.best_loss <= options.target_loss:
-            self.stop = "target"
-            return
-        reference = self.reference_loss  # None (not known) or 0: no share of it to stop at
-        if options.stop_share > 0 and reference and self.best_loss <= options.stop_share * reference:
-            self.stop = "pinned"
+        self.stop = self._reached(self.best_loss)
+        if self.stop is not None:
             return
         stalled = options.patience and (self._stalled >= options.patience or self._flat >= options.patience)
         if not stalled:

@@ -93,10 +93,14 @@ def synthetic_record(generations: int, per_generation: int, genes: int = 16, see
 
 
 class StopAt:
-    """Wraps a renderer: renders normally, then raises `exception` at render call `at` (1: the baseline)."""
+    """Wraps a renderer: renders normally, then raises `exception` at render call `at` (1: the baseline; 0: never).
+    With `parallel` it asks the engine for that many prompts at a time (lib_pinning.rendering); `prompts` counts
+    the prompts it rendered."""
 
-    def __init__(self, at, exception=None):
-        self.at, self.exception, self.calls = at, exception or KeyboardInterrupt(), 0
+    def __init__(self, at, exception=None, parallel=None):
+        self.at, self.exception, self.calls, self.prompts = at, exception or KeyboardInterrupt(), 0, 0
+        if parallel is not None:
+            self.parallel = parallel
 
     def __call__(self, renderer):
         self.renderer, self.seeds = renderer, renderer.seeds
@@ -106,6 +110,7 @@ class StopAt:
         self.calls += 1
         if self.calls == self.at:
             raise self.exception
+        self.prompts += len(prompts)
         return self.renderer.render(prompts)
 
 

@@ -1,3 +1,4 @@
+import math
 import random
 import subprocess
 import sys
@@ -80,15 +81,31 @@ def test_a_run_leaves_global_rng_state_and_deap_creator_untouched(tmp_path):
 
 
 def test_a_run_stops_when_pinned_and_says_so(tmp_path):
-    job = small_job(generations=20, stop_share=0.99, patience=0)  # any candidate below 99 % of the prompt's loss
+    job = small_job(generations=20, stop_share=0.9, patience=0)  # any candidate below 90 % of the prompt's loss
     job.run_dir = tmp_path
     result = run_pinning(job)
     record = read_record(tmp_path)
     assert result.status == record.status == "done" and record.ending.cause == "pinned"
-    assert record.generations[-1].best_loss <= 0.99 * record.baseline.loss
-    assert all(generation.best_loss > 0.99 * record.baseline.loss for generation in record.generations[:-1])
+    assert len(record.generations) > 1
+    assert all(generation.best_loss > 0.9 * record.baseline.loss for generation in record.generations[:-1])
+    # it stops at the individual that pinned it: the rest of its generation is never rendered
+    *before, pinning = [individual.loss for individual in record.generations[-1].individuals]
+    assert pinning <= 0.9 * record.baseline.loss < min(before, default=math.inf)
+    assert len(before) + 1 == record.generations[-1].evaluations < 4  # λ 4: cut short here
     assert record.ending.message.startswith("pinned: the best loss") and f"{record.baseline.loss:.4g}" in \
         record.ending.message
+
+
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_a_pinned_run_renders_nothing_after_it_pinned_and_its_record_does_not_depend_on_the_slices(parallel):
+    whole = run_pinning(small_job(generations=20, stop_share=0.9, patience=0)).record
+    slices = StopAt(0, parallel=parallel)
+    sliced = run_pinning(small_job(generations=20, stop_share=0.9, patience=0, wrap=slices)).record
+    assert without_timings(sliced) == without_timings(whole)
+    assert whole.generations[-1].evaluations < 4  # pinned inside its last generation
+    *earlier, last = [generation.evaluations for generation in whole.generations]
+    # the baseline, the whole generations, then the last one's slices up to the one that pinned it
+    assert slices.prompts == 1 + sum(earlier) + math.ceil(last / parallel) * parallel
 
 
 @pytest.mark.parametrize("exception, status, cause", [(KeyboardInterrupt(), "interrupted", "interrupt"),

@@ -27,18 +27,19 @@ def uninterrupted(tmp_path_factory):
     return comparable(read_record(folder))
 
 
-def interrupted_run(folder, at, exception=KeyboardInterrupt()):
-    """The same run as `uninterrupted`, stopped at render call `at`."""
+def interrupted_run(folder, at, exception=KeyboardInterrupt(), parallel=None, **values):
+    """The same run as `uninterrupted` (with `values` changed), stopped at render call `at`; with `parallel`, the
+    renderer takes that many prompts at a time."""
     from lib_pinning.embedded_run import _job, recorded_values  # noqa: F401 (the same job the CLI builds)
     from lib_pinning.options import EmbeddedOptions, PinOptions, parse
     from lib_pinning.runfile import prepare_run_dir
 
-    options = parse(PinOptions, {k: v for k, v in RUN.items() if k in PinOptions.__dataclass_fields__})
+    options = parse(PinOptions, {k: v for k, v in {**RUN, **values}.items() if k in PinOptions.__dataclass_fields__})
     render = parse(EmbeddedOptions, {"prompt": "a red circle, blue sky", "negative_prompt": "dark",
                                      **{k: v for k, v in RUN.items() if k in EmbeddedOptions.__dataclass_fields__}})
     job = _job(options, render, None)
     renderer = job.renderer
-    job.renderer = StopAt(at, exception)(renderer)
+    job.renderer = StopAt(at, exception, parallel)(renderer)
     with prepare_run_dir(folder):
         job.run_dir = folder
         job.observers = [ReportRecorder(folder)]
@@ -58,6 +59,18 @@ def test_a_resumed_run_ends_with_the_uninterrupted_runs_record(uninterrupted, tm
     assert comparable(read_record(folder)) == uninterrupted
     individuals = [i for g in read_record(folder).generations for i in g.individuals]
     assert all((folder / i.folder / files.GIF).is_file() for i in individuals)  # the report is whole
+
+
+def test_a_run_interrupted_inside_the_generation_that_pins_it_resumes_to_the_same_cut(tmp_path):
+    pinned = {**RUN, "stop_share": 0.9}  # generation 1 pins the run at its third individual of 4
+    whole = pin("a red circle, blue sky", "dark", out=tmp_path / "whole", **pinned)
+    assert whole.record.ending.cause == "pinned" and len(whole.record.generations) == 2
+    assert whole.record.generations[-1].evaluations == 3
+    folder = tmp_path / "run"  # one prompt per render call: the baseline, 4 of generation 0, then 6 and 7
+    assert interrupted_run(folder, 7, parallel=1, stop_share=0.9).status == "interrupted"
+    assert len(read_record(folder).generations) == 1
+    assert resume(folder, progress=False).status == "done"  # resumed by the whole generation: the same cut
+    assert comparable(read_record(folder)) == comparable(read_record(tmp_path / "whole"))
 
 
 def test_resuming_between_generations_and_with_a_larger_budget(uninterrupted, tmp_path, capsys):

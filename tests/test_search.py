@@ -271,6 +271,25 @@ def test_a_search_stops_when_pinned_at_its_share_of_the_prompts_loss_and_keeps_t
     assert again.stop == "pinned"
 
 
+@pytest.mark.parametrize("first_look", [0, 8])
+def test_a_generation_is_cut_short_only_at_a_loss_that_ends_the_run_and_teaches_the_strategy_nothing(first_look):
+    search = Search(3, options_for(3, generations=20, lambda_=6, stop_share=0.5, first_look=first_look))
+    search.reference_loss = 1.0
+    candidates = search.ask()
+    assert not search.ends_run(0.51) and search.ends_run(0.5)
+    before = copy.deepcopy(vars(search._strategy))
+    with pytest.raises(ValueError, match="cut short only at a loss that ends the run"):
+        search.tell(candidates[:2], [0.9, 0.8])  # the rest of the generation is missing for no reason
+    assert search.evaluations == 0 and search.stop is None
+    search.tell(candidates[:2], [0.9, 0.4])  # the second pinned the run: the rest is never rendered
+    assert search.stop == "pinned" and search.done and search.evaluations == 2 and search.generation == 1
+    assert search.best_loss == 0.4 and search.drawn_around == []
+    after = vars(search._strategy)
+    assert all(np.array_equal(after[name], value) for name, value in before.items() if not callable(value))
+    target = Search(3, options_for(3, generations=20, lambda_=6, target_loss=0.2, stop_share=0, first_look=0))
+    assert not target.ends_run(0.3) and target.ends_run(0.2)  # the loss target, with no prompt's loss known
+
+
 def test_a_stall_restarts_cma_es_with_twice_the_population_until_the_restarts_are_used():
     search = Search(3, options_for(3, generations=100, lambda_=4, patience=3, restarts=2, first_look=0))
     history = drive(search, lambda genes: 0.5)

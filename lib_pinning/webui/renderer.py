@@ -42,6 +42,8 @@ FORGE_PER_JOB_LISTS = ("extra_result_images", "latents_after_sampling", "pixels_
 
 
 class WebUIRenderer:
+    parallel = 1  # one individual at a time: the engine stops at the one that pins the run, inside its generation
+
     def __init__(self, p, total_renders: int, fork_strength: float):
         self.p = p
         self.seeds = seeds_of(p)

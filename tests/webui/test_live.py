@@ -152,6 +152,19 @@ def test_the_run_folder_is_written_and_its_report_is_served(webui, pinned):
     assert len(individuals) == 4 and len({i["prompt"] for i in individuals}) == 4
 
 
+def test_a_pinned_run_renders_nothing_after_the_individual_that_pinned_it(webui, target):
+    # stop share 1: the first individual at least as close to the target as your prompt pins the run
+    options = {"targets": [target], "generations": 4, "lambda_": 4, "cma_seed": 3, "log": False, "first_look": 0,
+               "stop_share": 1.0}
+    response = webui.post("/sdapi/v1/txt2img", {**BASE, "script_name": SCRIPT, "script_args": [options]})
+    summary = json.loads(response["info"])["extra_generation_params"]["Prompt pinning"]
+    status, record = webui.request("/file=" + summary["run_folder"] + "/run.json")
+    assert status == 200 and record["ending"]["cause"] == "pinned", record["ending"]
+    *before, pinning = [individual["loss"] for individual in record["generations"][-1]["individuals"]]
+    assert pinning <= record["baseline"]["loss"] < min(before, default=float("inf"))
+    assert all(len(generation["individuals"]) == 4 for generation in record["generations"][:-1])
+
+
 def test_the_pinned_prompt_reproduces_its_images_in_plain_txt2img(webui, pinned):
     response, info = pinned
     plain = webui.post("/sdapi/v1/txt2img", {**BASE, "prompt": info["prompt"],
