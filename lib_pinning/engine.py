@@ -289,7 +289,7 @@ class PinningRun:
             self.record.end(self.search.stop, self._stop_message())
         except (KeyboardInterrupt, RunStopped) as stop:
             cause = stop.cause if isinstance(stop, Interrupted) else "interrupt"
-            self.record.end(cause, f"stopped after {len(self.record.generations)} finished generations")
+            self.record.end(cause, f"stopped after {counted(len(self.record.generations), 'finished generation')}")
         except _RecordNotSaved as error:
             self.error = error.__cause__
             self.record.end("record", str(error))
@@ -301,16 +301,18 @@ class PinningRun:
 
     def _stop_message(self) -> str:
         options, search = self.search.options, self.search
-        ran = f"after {search.generation} generations, {search.evaluations} evaluations"
-        restarts = f" and {search.restarts} restarts" if search.restarts else ""
+        ran = f"after {counted(search.generation, 'generation')}, {counted(search.evaluations, 'evaluation')}"
+        restarts = f" and {counted(search.restarts, 'restart')}" if search.restarts else ""
+        budget = f"the budget of {counted(search.budget, 'evaluation')}"
         messages = {  # each made only for its own cause: what one cause's text reads need not exist for another's
-            "generations": lambda: f"the budget of {search.budget} evaluations is spent ({ran})",
+            "generations": lambda: f"{budget} is spent ({ran})" if search.evaluations >= search.budget else
+                                   f"{budget} has no room for another generation of {search.next_size} ({ran})",
             "target": lambda: f"the best loss reached {options.target_loss} ({ran})",
             "pinned": lambda: f"pinned: the best loss {search.best_loss:.4g} is at most {options.stop_share:g} × "
                               f"your prompt's loss {search.reference_loss:.4g} ({ran})",
             "stagnation": lambda: f"the best loss improved by no more than {options.tolerance} in "
-                                  f"{options.patience} generations{restarts} ({ran})",
-            "flat": lambda: f"{options.patience} generations in a row had every loss within "
+                                  f"{counted(options.patience, 'generation')}{restarts} ({ran})",
+            "flat": lambda: f"{counted(options.patience, 'generation')} in a row had every loss within "
                             f"{options.tolerance}{restarts} ({ran})"}
         return messages[search.stop]()
 
@@ -340,6 +342,11 @@ class PinningRun:
             self.record.end(cause, "; ".join(filter(None, [ending and ending.message, message])))
         elif message not in ending.message:
             ending.message = f"{ending.message}; {message}"
+
+
+def counted(count: int, noun: str) -> str:
+    """"1 generation", "9 generations": a count with its noun, for the messages a run ends with."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def run_pinning(job: Job, resume: RunRecord | None = None) -> RunResult:

@@ -101,9 +101,13 @@ class GeneticSearch:
     # -- what the engine and the record read ------------------------------------------------------------
     @property
     def done(self) -> bool:
-        if self.stop is None and self.evaluations + self.lambda_ > self.budget:
+        if self.stop is None and self.evaluations + self.next_size > self.budget:
             self.stop = "generations"
         return self.stop is not None
+
+    @property
+    def next_size(self) -> int:
+        return self.lambda_
 
     @property
     def sigma(self) -> float:

@@ -183,11 +183,13 @@ class Search:
     # -- ask and tell --------------------------------------------------------------------------------------
     @property
     def done(self) -> bool:
-        if self.stop is None and self.evaluations + self._next_size() > self.budget:
+        if self.stop is None and self.evaluations + self.next_size > self.budget:
             self.stop = "generations"
         return self.stop is not None
 
-    def _next_size(self) -> int:
+    @property
+    def next_size(self) -> int:
+        """The candidates of the next generation: the first look's, or CMA-ES's population."""
         return self.look_size if self._looking else self.lambda_
 
     @property
@@ -249,8 +251,8 @@ class Search:
         is taken only when its last loss ends the run (`ends_run`): it then updates nothing but the counters."""
         if len(candidates) != len(losses):
             raise ValueError("one loss per candidate is needed")
-        if len(candidates) < self._next_size() and not (losses and self.ends_run(losses[-1])):
-            raise ValueError(f"a generation of {self._next_size()} candidates can be cut short only at a loss that "
+        if len(candidates) < self.next_size and not (losses and self.ends_run(losses[-1])):
+            raise ValueError(f"a generation of {self.next_size} candidates can be cut short only at a loss that "
                              "ends the run")
         for candidate, loss in zip(candidates, losses):
             if not math.isfinite(loss):
@@ -260,7 +262,7 @@ class Search:
                 candidate.individual.fitness.values = (penalised, float(np.linalg.norm(candidate.rendered)))
             else:
                 candidate.individual.fitness.values = (penalised,)
-        if len(candidates) < self._next_size():  # cut short where the run ends: nothing to learn from it
+        if len(candidates) < self.next_size:  # cut short where the run ends: nothing to learn from it
             self.evaluations += len(candidates)
             self._record(losses)
             self.generation += 1

@@ -96,6 +96,15 @@ def test_a_run_stops_when_pinned_and_says_so(tmp_path):
         record.ending.message
 
 
+def test_the_stop_message_says_what_the_budget_left_and_counts_in_words_that_agree():
+    # a budget of 4: a first look of 2, then a generation of 4 does not fit
+    record = run_pinning(small_job(generations=1, lambda_=4, first_look=2, patience=0)).record
+    assert record.ending.message == ("the budget of 4 evaluations has no room for another generation of 4 (after "
+                                     "1 generation, 2 evaluations)")
+    record = run_pinning(small_job(generations=2, lambda_=4, patience=0)).record
+    assert record.ending.message == "the budget of 8 evaluations is spent (after 2 generations, 8 evaluations)"
+
+
 @pytest.mark.parametrize("parallel", [1, 2])
 def test_a_pinned_run_renders_nothing_after_it_pinned_and_its_record_does_not_depend_on_the_slices(parallel):
     whole = run_pinning(small_job(generations=20, stop_share=0.9, patience=0)).record

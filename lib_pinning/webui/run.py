@@ -18,7 +18,7 @@ from fastapi import HTTPException
 from modules import devices, processing, shared
 
 from ..chooser import Chooser
-from ..engine import ResumeRefused, RunResult, run_pinning
+from ..engine import ResumeRefused, RunResult, counted, run_pinning
 from ..errors import InputError
 from ..job import Job, RenderPlan, build_job, resume_differences
 from ..options import AUTO, FORK_STRENGTH_DEFAULT, PinOptions, parse
@@ -204,10 +204,10 @@ def summary(result: RunResult) -> str:
     """How the run ended, in one phrase: done (and why it stopped), interrupted or failed (and why)."""
     finished = len(result.record.generations)
     if result.status == "done":
-        return f"done after {finished} generations: {result.record.ending.message}"
+        return f"done after {counted(finished, 'generation')}: {result.record.ending.message}"
     if result.status == "interrupted":
-        return f"stopped after {finished} finished generations"
-    return f"failed after {finished} finished generations: {failure_message(result)}"
+        return f"stopped after {counted(finished, 'finished generation')}"
+    return f"failed after {counted(finished, 'finished generation')}: {failure_message(result)}"
 
 
 def _processed(p, result: RunResult, subseeds: list[int]):

@@ -41,7 +41,7 @@ def test_a_run_from_the_page_with_an_uploaded_target(page, webui, tmp_path):
                            ".some(e => e.innerText.includes('Report:'))", timeout=600_000)
     log = page.locator("#html_log_txt2img").last.inner_text()
     info = page.locator("#html_info_txt2img").last.inner_text()
-    assert "Prompt pinning done after 1 generations" in log
+    assert "Prompt pinning done after 1 generation: " in log
     assert "cube" in info and "Seed: 5" in info
     report = re.search(r"Report: (\S+index\.html)", log).group(1)
     status, record = webui.request("/file=" + report.replace("index.html", "run.json"))
