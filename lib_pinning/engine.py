@@ -4,7 +4,8 @@ The engine knows neither the WebUI nor the report: a `Job` (lib_pinning.job buil
 renderer, the objective, the search, the record's header and the observers. The engine writes run.json after
 every generation, with the search's and its own whole state, and ends the run in exactly one status with a typed
 cause (lib_pinning.record.CAUSES): it never raises for what happens during the run; the result says how it ended,
-with the exception of a fault.
+with the exception of a fault. A generation is rendered and scored in order and ends at the individual that ends
+the run (the loss target, the stop share): the rest of it is never rendered.
 
 Resuming (`run_pinning(job, resume=record)`) continues a run from its last saved state: it renders the
 unperturbed prompt again (its targets, and a check that the renderer still gives the run's images) and the best
