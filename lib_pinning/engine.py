@@ -124,7 +124,7 @@ class PinningRun:
                 prompts.append(prompt)
                 rendered.append(batch)
                 scored.append((score, seconds_loss))
-                if math.isfinite(score.loss) and self.search.ends_run(score.loss):
+                if self.search.ends_run(score.loss):  # False for NaN; a non-finite loss fails the generation
                     return prompts, rendered, scored, seconds / len(rendered)
         return prompts, rendered, scored, seconds / max(len(rendered), 1)
 

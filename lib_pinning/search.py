@@ -234,7 +234,7 @@ class Search:
         The engine scores a generation's candidates in order and stops at the first such one: the rest of the
         generation is not rendered, and `tell` takes the generation up to it.
         """
-        return self._reached(min(self.best_loss, loss)) is not None
+        return self._reached(loss) is not None
 
     def _reached(self, best: float) -> str | None:
         """The stop cause a best loss reaches by itself: "target", "pinned" or None."""
@@ -251,7 +251,8 @@ class Search:
         is taken only when its last loss ends the run (`ends_run`): it then updates nothing but the counters."""
         if len(candidates) != len(losses):
             raise ValueError("one loss per candidate is needed")
-        if len(candidates) < self.next_size and not (losses and self.ends_run(losses[-1])):
+        cut = len(candidates) < self.next_size
+        if cut and not (losses and self.ends_run(losses[-1])):
             raise ValueError(f"a generation of {self.next_size} candidates can be cut short only at a loss that "
                              "ends the run")
         for candidate, loss in zip(candidates, losses):
@@ -262,15 +263,17 @@ class Search:
                 candidate.individual.fitness.values = (penalised, float(np.linalg.norm(candidate.rendered)))
             else:
                 candidate.individual.fitness.values = (penalised,)
-        if len(candidates) < self.next_size:  # cut short where the run ends: nothing to learn from it
-            self.evaluations += len(candidates)
-            self._record(losses)
-            self.generation += 1
-            self.best_loss = min(self.best_loss, min(losses))
-            self.stop = self._reached(self.best_loss)
-            self.drawn_around = []  # no generation follows
-            return
-        individuals = [c.individual for c in candidates]
+        if cut:  # cut short where the run ends (`_judge` stops it): nothing to learn from it, no generation follows
+            self.drawn_around = []
+        else:
+            self._update([c.individual for c in candidates])
+        self.evaluations += len(candidates)
+        self._record(losses)
+        self.generation += 1
+        self._judge(losses)
+
+    def _update(self, individuals: list) -> None:
+        """Update the strategy with a whole generation's individuals, their fitness set."""
         # DEAP sorts a generation by fitness (a stable sort): its first mu make the next centroid.
         by_fitness = sorted(range(len(individuals)), key=lambda index: individuals[index].fitness.values[0])
         self.drawn_around = [] if self._strategy is None or self._multi_objective else by_fitness[:self._strategy.mu]
@@ -283,10 +286,6 @@ class Search:
             self._strategy = cma.StrategyMultiObjective(individuals, self.options.sigma, **params)
         else:
             self._strategy.update(individuals)  # DEAP's update draws nothing
-        self.evaluations += len(candidates)
-        self._record(losses)
-        self.generation += 1
-        self._judge(losses)
 
     def _judge(self, losses: list[float]) -> None:
         """Stop or restart after a generation, by the stop criteria (see the class docstring)."""
